@@ -122,9 +122,7 @@ def _to_batched(image: Any, name: str) -> tuple[torch.Tensor, bool]:
     if isinstance(image, torch.Tensor):
         t = image
         if t.ndim not in (4, 5):
-            raise ValueError(
-                f"{name}: tensors must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(t.shape)}."
-            )
+            raise ValueError(f"{name}: tensors must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(t.shape)}.")
         if t.dtype == torch.uint8:
             t = t.to(torch.float64) / 255.0
         elif not t.is_floating_point():
@@ -144,9 +142,7 @@ def _to_batched(image: Any, name: str) -> tuple[torch.Tensor, bool]:
     elif arr.ndim == 3:
         t = torch.from_numpy(arr)[None, None]
     else:
-        raise ValueError(
-            f"{name}: arrays must be (H, W), (H, W, 3) or a (D, H, W) volume, got shape {arr.shape}."
-        )
+        raise ValueError(f"{name}: arrays must be (H, W), (H, W, 3) or a (D, H, W) volume, got shape {arr.shape}.")
     return t, True
 
 

@@ -88,7 +88,7 @@ def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """
     size = tuple(int(s) for s in size)
     spatial = tuple(x.shape[2:])
-    if len(size) != len(spatial) or any(not 2 * n - 1 <= s <= 2 * n for n, s in zip(spatial, size)):
+    if len(size) != len(spatial) or any(not 2 * n - 1 <= s <= 2 * n for n, s in zip(spatial, size, strict=True)):
         raise ValueError(f"pyr_up cannot map spatial size {spatial} to {size}.")
     up = x.new_zeros(*x.shape[:2], *(2 * n for n in spatial))
     index = (slice(None), slice(None)) + tuple(slice(None, None, 2) for _ in size)
