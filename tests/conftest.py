@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+
+@pytest.fixture(scope="session")
+def retina() -> np.ndarray:
+    """scikit-image's fundus photograph (1411x1411 RGB, uint8), shipped with the package."""
+    return data.retina()
+
+
+@pytest.fixture(scope="session")
+def retina_480x272(retina) -> np.ndarray:
+    return cv2.resize(retina, (480, 272), interpolation=cv2.INTER_AREA)
