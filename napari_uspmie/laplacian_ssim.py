@@ -32,6 +32,8 @@ GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 WINDOW = 7
 K1 = 0.01
 K2 = 0.03
+#: Elements per piece when a CPU batch is processed in cache-sized pieces.
+_CPU_CHUNK = 2**20
 
 
 def min_size_for_level(level: int, window: int = WINDOW) -> int:
@@ -46,7 +48,8 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         raise ValueError(f"expected 1 (gray) or 3 (RGB) channels, got {x.shape[1]}.")
     w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
-    return torch.tensordot(x, w, dims=([1], [0])).unsqueeze(1)
+    # A (3,) @ (B, 3, N) product reads the image once: bit-identical to a tensordot, several times faster.
+    return torch.matmul(w, x.flatten(2)).reshape(x.shape[0], 1, *x.shape[2:])
 
 
 def _symmetric_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -61,13 +64,13 @@ def _symmetric_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Valid ``window``-wide uniform mean over every spatial axis of ``(N, 1, ...)``."""
-    nd = x.ndim - 2
-    conv = F.conv2d if nd == 2 else F.conv3d
-    taps = x.new_full((window,), 1.0 / window)
-    for axis in range(nd):
-        shape = [1, 1] + [1] * nd
-        shape[2 + axis] = window
-        x = conv(x, taps.reshape(shape))
+    # Sums of shifted views: the same arithmetic as a valid convolution, much faster on CPU in float64.
+    for dim in range(2, x.ndim):
+        n = x.shape[dim] - window + 1
+        acc = torch.add(x.narrow(dim, 0, n), x.narrow(dim, 1, n))
+        for k in range(2, window):
+            acc.add_(x.narrow(dim, k, n))
+        x = acc.mul_(1.0 / window)
     return x
 
 
@@ -167,20 +170,36 @@ def _prepare(pred: Any, ref: Any, level: int, max_level: int, dtype: torch.dtype
         dtype = torch.promote_types(p.dtype, r.dtype)
     p = p.to(dtype=dtype)
     r = r.to(dtype=dtype, device=p.device)
-    for name, t in (("pred", p), ("ref", r)):
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf values.")
     return p, r, p_np and r_np
 
 
+def _chunks(p: torch.Tensor, r: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split a large CPU batch into pieces of about ``_CPU_CHUNK`` elements.
+
+    The full-resolution passes (gray, first pyramid level) are memory-bound; on a CPU a
+    piece that stays in cache runs several times faster than the whole batch at once.
+    """
+    if p.device.type != "cpu" or p.shape[0] == 1:
+        return [(p, r)]
+    n = max(1, _CPU_CHUNK // max(1, p[0].numel()))
+    return list(zip(p.split(n), r.split(n), strict=True))
+
+
 def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int):
+    grays = []
+    for name, t in (("pred", p), ("ref", r)):
+        gray = to_gray(t)
+        # Positive weights: the gray image is NaN/Inf exactly where the input is, and it is smaller.
+        # A sum is NaN/Inf whenever an element is; the exact test runs only to rule out overflow.
+        if not bool(torch.isfinite(gray.sum())) and not bool(torch.isfinite(gray).all()):
+            raise ValueError(f"{name} contains NaN or Inf values.")
+        grays.append(gray)
     b = p.shape[0]
-    # One pyramid pass over pred and ref together.
-    bands = laplacian_residual(torch.cat([to_gray(p), to_gray(r)], dim=0), level, max_level)
-    lp, lr = bands[:b], bands[b:]
-    flat = torch.cat([lp.reshape(b, -1), lr.reshape(b, -1)], dim=1)
-    data_range = flat.amax(dim=1) - flat.amin(dim=1)
-    return lp, lr, data_range
+    # One pyramid pass over pred and ref together: half the operator calls.
+    lp, lr = laplacian_residual(torch.cat(grays), level, max_level).split(b)
+    high = torch.maximum(lp.reshape(b, -1).amax(dim=1), lr.reshape(b, -1).amax(dim=1))
+    low = torch.minimum(lp.reshape(b, -1).amin(dim=1), lr.reshape(b, -1).amin(dim=1))
+    return lp, lr, high - low
 
 
 def lassim(
@@ -208,8 +227,11 @@ def lassim(
         ValueError: shape or channel mismatch, NaN/Inf, image too small for ``level``.
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
-    lp, lr, data_range = _bands(p, r, level, max_level)
-    scores = ssim_map(lp, lr, data_range).flatten(1).mean(dim=1)
+    parts = []
+    for p_part, r_part in _chunks(p, r):
+        lp, lr, data_range = _bands(p_part, r_part, level, max_level)
+        parts.append(ssim_map(lp, lr, data_range).flatten(1).mean(dim=1))
+    scores = torch.cat(parts)
     return float(scores[0]) if numpy_in else scores
 
 
@@ -240,14 +262,18 @@ def lassim_map(
         ValueError: as for :func:`lassim`.
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
-    lp, lr, data_range = _bands(p, r, level, max_level)
-    heat = ssim_map(lp, lr, data_range, full=True)
+    heats, parts = [], []
     pad = (WINDOW - 1) // 2
-    inner = tuple(slice(pad, s - pad) for s in heat.shape[2:])
-    scores = heat[(slice(None), slice(None)) + inner].flatten(1).mean(dim=1)
-    if upsample:
-        mode = "bilinear" if heat.ndim == 4 else "trilinear"
-        heat = F.interpolate(heat, size=p.shape[2:], mode=mode, align_corners=False)
+    for p_part, r_part in _chunks(p, r):
+        lp, lr, data_range = _bands(p_part, r_part, level, max_level)
+        heat = ssim_map(lp, lr, data_range, full=True)
+        inner = tuple(slice(pad, s - pad) for s in heat.shape[2:])
+        parts.append(heat[(slice(None), slice(None)) + inner].flatten(1).mean(dim=1))
+        if upsample:
+            mode = "bilinear" if heat.ndim == 4 else "trilinear"
+            heat = F.interpolate(heat, size=p.shape[2:], mode=mode, align_corners=False)
+        heats.append(heat)
+    heat, scores = torch.cat(heats), torch.cat(parts)
     if numpy_in:
         out = heat[0, 0].detach().cpu().numpy()
         return (out, float(scores[0])) if return_score else out

@@ -13,6 +13,9 @@ OpenCV conventions reproduced exactly:
   ``2 ** ndim`` (``4`` in 2D) and, for an odd finer size, drops the last sample;
   this is what OpenCV computes for an odd ``dstsize`` (filtering the odd-sized
   zero-inserted image with reflect-101 would differ in the last sample).
+
+Both filters are separable and run one axis at a time on shifted views of the data
+(polyphase form), which computes only the samples that are kept.
 """
 
 from __future__ import annotations
@@ -34,34 +37,41 @@ BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _PAD = 2
 
 
-def _taps(like: torch.Tensor, gain: float) -> torch.Tensor:
-    taps = torch.tensor(BINOMIAL_TAPS, dtype=like.dtype, device=like.device)
-    return taps * (gain / 16.0)
+def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, start + 2 * count - 1, 2)
+    return x[tuple(index)]
 
 
-def _separable_filter(x: torch.Tensor, gain: float, stride: int) -> torch.Tensor:
-    """Filter every spatial axis of ``x`` with the binomial taps (reflect-101 border).
+def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
+    """Binomial filter and decimation along ``dim`` of an axis padded by 2, at the kept samples only.
 
-    Channels are folded into the batch so one single-channel convolution serves any C.
+    Shifted strided views and fused in-place sums replace a strided convolution: the same
+    arithmetic, several times faster on CPU (float64 convolutions have no fast kernels).
     """
-    spatial = x.shape[2:]
-    nd = len(spatial)
-    b, c = x.shape[:2]
-    y = x.reshape(b * c, 1, *spatial)
-    taps = _taps(y, gain)
-    conv = F.conv2d if nd == 2 else F.conv3d
-    for axis in range(nd):
-        pad = [0, 0] * nd
-        # F.pad lists the last axis first.
-        pad[2 * (nd - 1 - axis)] = _PAD
-        pad[2 * (nd - 1 - axis) + 1] = _PAD
-        y = F.pad(y, pad, mode="reflect")
-        shape = [1, 1] + [1] * nd
-        shape[2 + axis] = len(BINOMIAL_TAPS)
-        strides = [1] * nd
-        strides[axis] = stride
-        y = conv(y, taps.reshape(shape), stride=tuple(strides))
-    return y.reshape(b, c, *y.shape[2:])
+    out_size = (p.shape[dim] - 2 * _PAD + 1) // 2
+    tap = [_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))]
+    acc = torch.add(tap[0], tap[4])  # a fresh tensor, so the in-place updates below are autograd-safe
+    acc.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
+    return acc.mul_(1.0 / 16.0)
+
+
+def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Zero-insert and filter along ``dim`` (gain 2) in polyphase form, then crop to ``size``.
+
+    On the zero-inserted axis of length ``2n`` the kernel ``[1, 4, 6, 4, 1] / 8`` touches
+    only the non-zero (even) samples, so output ``2i`` is ``(x[i-1] + 6 x[i] + x[i+1]) / 8``
+    and output ``2i + 1`` is ``(x[i] + x[i+1]) / 2``. Reflect-101 on the zero-inserted axis
+    means ``x[-1] = x[1]`` on the left and ``x[n] = x[n-1]`` on the right.
+    """
+    n = x.shape[dim]
+    ext = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)
+    prev = ext.narrow(dim, 0, n)
+    nxt = ext.narrow(dim, 2, n)
+    even = torch.add(prev, nxt).add_(x, alpha=6.0).mul_(1.0 / 8.0)
+    odd = torch.add(x, nxt).mul_(0.5)
+    out = torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1)
+    return out if size == 2 * n else out.narrow(dim, 0, size)
 
 
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +83,12 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor with spatial sizes ``ceil(n / 2)``.
     """
-    return _separable_filter(x, gain=1.0, stride=2)
+    nd = x.ndim - 2
+    # torch's "reflect" is BORDER_REFLECT_101; padding every axis first equals padding each before its pass.
+    x = F.pad(x, (_PAD,) * (2 * nd), mode="reflect")
+    for dim in range(2, x.ndim):
+        x = _down_axis(x, dim)
+    return x
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -90,13 +105,9 @@ def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
     spatial = tuple(x.shape[2:])
     if len(size) != len(spatial) or any(not 2 * n - 1 <= s <= 2 * n for n, s in zip(spatial, size, strict=True)):
         raise ValueError(f"pyr_up cannot map spatial size {spatial} to {size}.")
-    up = x.new_zeros(*x.shape[:2], *(2 * n for n in spatial))
-    index = (slice(None), slice(None)) + tuple(slice(None, None, 2) for _ in size)
-    up[index] = x
-    out = _separable_filter(up, gain=2.0, stride=1)
-    if tuple(out.shape[2:]) != size:
-        out = out[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
-    return out
+    for dim, s in zip(range(2, x.ndim), size, strict=True):
+        x = _up_axis(x, dim, s)
+    return x
 
 
 def pyramid_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:

@@ -1,0 +1,61 @@
+"""napari sample data: a brain MRI volume and a degraded copy of it, both offline.
+
+The volume is the MNI152 2009a symmetric T1 template (197 x 233 x 189 voxels, 1 mm, uint8)
+that ships inside the nilearn package; it is read through the plugin's own reader, so it
+carries its NIfTI header and world placement. The degraded copy is one seeded draw of the
+low-quality acquisition model of :mod:`napari_uspmie.acquisition` (bias field, blur, haze,
+Rician noise), the kind of image LaMEGAN is meant to enhance.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+__all__ = ["mni152_path", "brain_mri", "brain_mri_degraded", "DEGRADATION_SEED"]
+
+MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+#: seed of the sample's degradation, so that every user sees the same degraded image
+DEGRADATION_SEED = 0
+
+
+def mni152_path() -> Path:
+    """Path of nilearn's packaged MNI152 T1 template.
+
+    Raises:
+        FileNotFoundError: nilearn is not installed or no longer ships the file.
+    """
+    try:
+        import nilearn
+    except ImportError as e:
+        raise FileNotFoundError("the brain MRI sample needs nilearn: pip install nilearn") from e
+    path = Path(nilearn.__file__).parent / "datasets" / "data" / MNI152_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nilearn no longer ships the MNI152 template here.")
+    return path
+
+
+def brain_mri() -> list[tuple[Any, dict, str]]:
+    """The MNI152 T1 template as one image layer (NIfTI header in ``metadata``)."""
+    from napari_uspmie._reader import layer_data_tuple
+
+    data, kwargs, kind = layer_data_tuple(mni152_path())
+    kwargs["name"] = "MNI152 T1"
+    return [(data, kwargs, kind)]
+
+
+def brain_mri_degraded(severity: float = 1.0) -> list[tuple[Any, dict, str]]:
+    """The MNI152 T1 template and a degraded copy (same geometry, header and contrast limits).
+
+    Args:
+        severity: strength of the simulated low-quality acquisition (1 = the training data's).
+    """
+    from napari_uspmie.acquisition import degrade_volume
+
+    (data, kwargs, kind) = brain_mri()[0]
+    degraded = degrade_volume(data, seed=DEGRADATION_SEED, severity=severity)
+    meta = copy.copy(kwargs["metadata"])
+    meta["degradation"] = {"model": "napari_uspmie.acquisition", "seed": DEGRADATION_SEED, "severity": severity}
+    degraded_kwargs = dict(kwargs, name="MNI152 T1 degraded", metadata=meta)
+    return [(data, kwargs, kind), (degraded, degraded_kwargs, kind)]

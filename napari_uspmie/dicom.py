@@ -1,0 +1,304 @@
+"""DICOM input: series discovery, slice sorting, geometry and Hounsfield-style rescaling.
+
+A DICOM *series folder* is a folder whose files hold slices of one series. The files are
+grouped by ``SeriesInstanceUID``, sorted by their position along the slice normal
+(``ImagePositionPatient`` projected on ``cross(row direction, column direction)``) and
+stacked slices first: the volume is ``(D, H, W)`` = (slice, row, column).
+
+Geometry is returned as a 4x4 affine from the array index ``(k, i, j)`` to patient
+coordinates in **RAS** millimetres (DICOM's LPS with x and y negated), the convention of
+NIfTI, nibabel and MONAI. Works with pydicom 2 and 3.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_uspmie.errors import ImageReadError
+
+__all__ = [
+    "LPS_TO_RAS",
+    "is_dicom_file",
+    "find_series",
+    "read_dicom_file",
+    "read_dicom_series",
+    "read_series_headers",
+    "dicom_affine",
+]
+
+#: flips x and y: DICOM patient coordinates (LPS) <-> RAS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _pydicom():
+    import pydicom
+
+    return pydicom
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """``True`` when the file starts with the DICOM preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_header(path: Path):
+    """Header of one file without pixel data; ``None`` when it is not DICOM at all."""
+    pydicom = _pydicom()
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError:
+        return None
+    except Exception as e:  # truncated or corrupt header: name the file
+        raise ImageReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {e}).") from e
+
+
+def find_series(folder: str | os.PathLike) -> tuple[dict[str, list], list[str]]:
+    """Group the DICOM image files directly inside ``folder`` by ``SeriesInstanceUID``.
+
+    Args:
+        folder: a folder of DICOM files (not searched recursively).
+
+    Returns:
+        ``(series, skipped)``: ``series`` maps each SeriesInstanceUID to a list of
+        ``(path, header)`` pairs (headers read without pixel data), ``skipped`` names the
+        files that are not DICOM images (other files, DICOMDIR, reports without pixels).
+
+    Raises:
+        ImageReadError: a file claims to be DICOM but its header is corrupt.
+    """
+    series: dict[str, list] = {}
+    skipped: list[str] = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        ds = _read_header(path)
+        if ds is None or "Rows" not in ds:  # DICOMDIR, reports, presentation states: no image
+            skipped.append(str(path))
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "unknown"))
+        series.setdefault(uid, []).append((path, ds))
+    return series, skipped
+
+
+def _orientation(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Row direction (increasing column index) and column direction (increasing row index), LPS."""
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        return np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    iop = np.asarray([float(v) for v in iop])
+    return iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+
+
+def _pixel_spacing(ds) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm: PixelSpacing, else ImagerPixelSpacing, else 1."""
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        ps = ds.get(tag)
+        if ps is not None and len(ps) == 2:
+            return float(ps[0]), float(ps[1])
+    return 1.0, 1.0
+
+
+def _position(ds) -> np.ndarray | None:
+    ipp = ds.get("ImagePositionPatient")
+    return None if ipp is None or len(ipp) != 3 else np.asarray([float(v) for v in ipp])
+
+
+def dicom_affine(headers: Sequence) -> tuple[np.ndarray, tuple[float, ...], bool]:
+    """Affine of slices already sorted along the normal.
+
+    Args:
+        headers: pydicom datasets of the slices in array order.
+
+    Returns:
+        ``(affine, spacing, uniform)``: the RAS 4x4 affine of index ``(k, i, j)``, the spacing
+        ``(slice, row, column)`` in mm and whether the slice spacing is uniform (within 1%).
+    """
+    first = headers[0]
+    row_dir, col_dir = _orientation(first)
+    dr, dc = _pixel_spacing(first)
+    normal = np.cross(row_dir, col_dir)
+    p0 = _position(first)
+    p_last = _position(headers[-1])
+    uniform = True
+    if len(headers) > 1 and p0 is not None and p_last is not None:
+        # the real stacking vector, which differs from the normal for tilted gantries
+        step = (p_last - p0) / (len(headers) - 1)
+        gaps = np.diff([float(np.dot(_position(h), normal)) for h in headers])
+        uniform = bool(np.all(np.abs(gaps - gaps.mean()) <= 0.01 * abs(gaps.mean()) + 1e-4))
+    else:
+        thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0
+        step = normal * float(thickness)
+    origin = p0 if p0 is not None else np.zeros(3)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = step, col_dir * dr, row_dir * dc, origin
+    spacing = (float(np.linalg.norm(step)), dr, dc)
+    return LPS_TO_RAS @ lps, spacing, uniform
+
+
+def _sort_slices(items: list) -> list:
+    """Sort ``(path, header)`` pairs by position along the normal (InstanceNumber when absent)."""
+    row_dir, col_dir = _orientation(items[0][1])
+    normal = np.cross(row_dir, col_dir)
+
+    def key(item):
+        ds = item[1]
+        pos = _position(ds)
+        inst = float(ds.get("InstanceNumber") or 0)
+        return (float(np.dot(pos, normal)) if pos is not None else inst, inst)
+
+    items = sorted(items, key=key)
+    keys = [key(it)[0] for it in items]
+    if len(items) > 1 and np.min(np.diff(keys)) < 1e-4 and all(_position(ds) is not None for _, ds in items):
+        dup = int(np.sum(np.diff(keys) < 1e-4))
+        raise ImageReadError(
+            f"{items[0][0].parent}: {dup} image(s) share a slice position with another; the series holds "
+            "several echoes, phases or time points, which cannot be stacked into one volume."
+        )
+    return items
+
+
+def _decode(path: Path):
+    """Full dataset with decoded pixels; errors name the file."""
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as e:  # truncated files raise EOFError, ValueError, ...
+        raise ImageReadError(f"{path}: unreadable DICOM file ({type(e).__name__}: {e}).") from e
+    try:
+        pixels = ds.pixel_array
+    except Exception as e:  # pydicom raises many types for truncated or unsupported compressed data
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        hint = ""
+        if syntax is not None and syntax.is_compressed:
+            hint = f" The transfer syntax is {syntax.name}; installing pylibjpeg and its plugins may help."
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}).{hint}") from e
+    return ds, pixels
+
+
+def _rescale(stack: list[np.ndarray], headers: Sequence, rgb: bool) -> tuple[np.ndarray, list]:
+    """Apply RescaleSlope/Intercept per slice; integer results stay integer (int16 if it fits)."""
+    params = [(float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)) for h in headers]
+    raw = np.stack(stack)
+    if rgb or all(s == 1.0 and b == 0.0 for s, b in params):
+        return raw, params
+    if all(s == 1.0 and b.is_integer() for s, b in params):
+        out = raw.astype(np.int64) + np.asarray([b for _, b in params], np.int64).reshape(-1, *[1] * (raw.ndim - 1))
+        lo, hi = out.min(), out.max()
+        dtype = np.int16 if -(2**15) <= lo and hi < 2**15 else np.int32
+        return out.astype(dtype), params
+    slopes = np.asarray([s for s, _ in params], np.float64).reshape(-1, *[1] * (raw.ndim - 1))
+    inters = np.asarray([b for _, b in params], np.float64).reshape(-1, *[1] * (raw.ndim - 1))
+    return (raw * slopes + inters).astype(np.float32), params
+
+
+def _common_meta(headers: Sequence, files: Sequence[Path], stored_dtype, params) -> dict:
+    first = headers[0]
+    return {
+        "dicom_datasets": list(headers),
+        "dicom_files": [str(f) for f in files],
+        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "stored_dtype": str(stored_dtype),
+        "rescale": params,
+        "photometric": str(first.get("PhotometricInterpretation", "")),
+        "modality": str(first.get("Modality", "")),
+        "has_channels": int(first.get("SamplesPerPixel", 1)) > 1,
+    }
+
+
+def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read one DICOM file: ``(H, W)``, ``(H, W, 3)`` or, for multi-frame files, ``(F, H, W[, 3])``.
+
+    Raises:
+        ImageReadError: not DICOM, no pixel data, or undecodable pixels.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    if header is None:
+        raise ImageReadError(f"{path}: not a DICOM file.")
+    if "Rows" not in header:
+        raise ImageReadError(f"{path}: DICOM file without pixel data (modality {header.get('Modality', '?')}).")
+    _, pixels = _decode(path)
+    rgb = int(header.get("SamplesPerPixel", 1)) > 1
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    stack = list(pixels) if frames > 1 else [pixels]
+    array, params = _rescale(stack, [header] * len(stack), rgb)
+    affine, spacing, _ = dicom_affine([header])
+    meta = _common_meta([header], [path], pixels.dtype, params)
+    if frames == 1:
+        array = array[0]
+        meta["spacing"] = spacing[1:]
+    else:
+        meta["spacing"] = spacing
+        meta["number_of_frames"] = frames
+    meta.update(format="dicom", affine=affine)
+    return array, meta
+
+
+def read_series_headers(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[list, list[str]]:
+    """Sorted ``(path, header)`` pairs of the one series in ``folder`` and the skipped files.
+
+    Raises:
+        ImageReadError: no DICOM images, several series without ``series_uid``, or duplicate positions.
+    """
+    folder = Path(folder)
+    series, skipped = find_series(folder)
+    if series_uid is not None:
+        if series_uid not in series:
+            raise ImageReadError(f"{folder}: no series with SeriesInstanceUID {series_uid}.")
+        series = {series_uid: series[series_uid]}
+    if not series:
+        raise ImageReadError(f"{folder}: no DICOM image files in this folder.")
+    if len(series) > 1:
+        desc = "; ".join(
+            f"{uid} ({len(items)} files, {items[0][1].get('SeriesDescription', 'no description')})"
+            for uid, items in series.items()
+        )
+        raise ImageReadError(
+            f"{folder}: holds {len(series)} DICOM series ({desc}); put each series in its own folder "
+            "or pass series_uid."
+        )
+    return _sort_slices(next(iter(series.values()))), skipped
+
+
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read a DICOM series folder into a ``(D, H, W)`` (or ``(D, H, W, 3)``) volume.
+
+    Args:
+        folder: the folder holding the series' files (non-DICOM files are skipped and listed
+            in ``meta["skipped_files"]``).
+        series_uid: which series to read when the folder holds several.
+
+    Returns:
+        ``(volume, meta)``; values have RescaleSlope/Intercept applied (Hounsfield units for CT).
+
+    Raises:
+        ImageReadError: see :func:`read_series_headers`, plus unreadable pixels or slices of
+            different sizes.
+    """
+    items, skipped = read_series_headers(folder, series_uid)
+    files = [p for p, _ in items]
+    headers = [ds for _, ds in items]  # read without pixel data: the pixels live in the array only
+    pixels = [_decode(p)[1] for p in files]
+    shapes = {px.shape for px in pixels}
+    if len(shapes) > 1:
+        raise ImageReadError(f"{folder}: slices have different sizes {sorted(shapes)}.")
+    rgb = int(headers[0].get("SamplesPerPixel", 1)) > 1
+    stored_dtype = pixels[0].dtype
+    array, params = _rescale(pixels, headers, rgb)
+    del pixels
+    affine, spacing, uniform = dicom_affine(headers)
+    if not uniform:
+        warnings.warn(f"{folder}: slice spacing is not uniform; the affine uses the mean spacing.", stacklevel=2)
+    meta = _common_meta(headers, files, stored_dtype, params)
+    meta.update(format="dicom-series", affine=affine, spacing=spacing, uniform_spacing=uniform, skipped_files=skipped)
+    return array, meta

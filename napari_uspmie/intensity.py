@@ -1,0 +1,160 @@
+"""Intensities to the network's [-1, 1] and back, and colour <-> network channel adaptation.
+
+The window is the training one: 8-bit data use their full range ``[0, 255]`` (as the paper's
+photographs); 12/16-bit, signed and float data (CT in HU, MR, 16-bit PNG/TIFF) use robust
+percentiles (0.5 and 99.5 by default) of the whole image or volume, so that one bright implant
+or padding value does not squash the tissue range. Values outside the window are clipped for
+the network, and on the way back the part that was clipped is added again, so bone, air or
+padding keep their original values instead of saturating at the window's edges.
+
+Colour: a grey model on an RGB image enhances the luminance ``Y = 0.2125 R + 0.7154 G +
+0.0721 B`` (scikit-image's weights, the ones LaSSIM uses) and adds the change ``Y' - Y`` to each
+channel, which keeps the chroma (``R - Y``, ``B - Y``) exactly; an RGB model on a grey image gets
+the grey channel three times and its output is reduced with the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
+
+__all__ = ["intensity_window", "IntensityMap", "ChannelAdapter", "network_channels"]
+
+
+def intensity_window(
+    array: np.ndarray, percentiles: Sequence[float] = (0.5, 99.5), dtype: str | np.dtype | None = None
+) -> tuple[float, float]:
+    """Values mapped to -1 and 1: ``(0, 255)`` for 8-bit data, else robust percentiles.
+
+    Args:
+        array: image or volume (non-finite values are ignored).
+        percentiles: lower and upper percentile for non-8-bit data.
+        dtype: the data's original type when ``array`` is a converted copy (e.g. float32 of uint8).
+
+    Returns:
+        ``(low, high)`` with ``high > low``.
+    """
+    kind = np.dtype(dtype if dtype is not None else array.dtype)
+    if kind == np.uint8:
+        return 0.0, 255.0
+    if kind == np.bool_:
+        return 0.0, 1.0
+    values = array[np.isfinite(array)] if array.dtype.kind == "f" else array.ravel()
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, [float(percentiles[0]), float(percentiles[1])]))
+    if not high > low:
+        low, high = float(values.min()), float(values.max())
+    if not high > low:  # constant image
+        low, high = low - 1.0, high + 1.0
+    return low, high
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """Linear map of ``[low, high]`` to ``[-1, 1]`` and its inverse with the input's range and type.
+
+    Attributes:
+        low, high: the window (see :func:`intensity_window`).
+        vmin, vmax: the input's value range; results are clipped to it.
+        dtype: the input's dtype name; results are cast (rounded) to it.
+    """
+
+    low: float
+    high: float
+    vmin: float
+    vmax: float
+    dtype: str
+
+    @classmethod
+    def fit(
+        cls, array: np.ndarray, percentiles: Sequence[float] = (0.5, 99.5), dtype: str | np.dtype | None = None
+    ) -> IntensityMap:
+        """Window and range of ``array``; ``dtype`` names its original type if ``array`` is a converted copy."""
+        low, high = intensity_window(array, percentiles, dtype)
+        values = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+        vmin, vmax = (float(values.min()), float(values.max())) if values.size else (low, high)
+        return cls(low, high, vmin, vmax, str(np.dtype(dtype if dtype is not None else array.dtype)))
+
+    @property
+    def scale(self) -> float:
+        return (self.high - self.low) / 2.0
+
+    def to_unit(self, array: np.ndarray) -> np.ndarray:
+        """float32 values in [-1, 1] (clipped outside the window)."""
+        unit = (array.astype(np.float32) - np.float32(self.low)) / np.float32(self.scale) - 1.0
+        return np.clip(unit, -1.0, 1.0, out=unit)
+
+    def from_unit(self, unit: np.ndarray, original: np.ndarray | None = None, keep_range: bool = True) -> np.ndarray:
+        """Back to the input's units and dtype.
+
+        Args:
+            unit: network output in [-1, 1].
+            original: the input (same shape); the parts of it outside the window are added
+                back, so clipped tails keep their values.
+            keep_range: clip to the input's ``[vmin, vmax]``.
+        """
+        values = (unit.astype(np.float32) + 1.0) * np.float32(self.scale) + np.float32(self.low)
+        if original is not None:
+            orig = original.astype(np.float32, copy=False)
+            values += orig - np.clip(orig, self.low, self.high)
+        if keep_range:
+            np.clip(values, self.vmin, self.vmax, out=values)
+        dtype = np.dtype(self.dtype)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        if dtype.kind == "b":
+            return values > 0.5
+        return values.astype(dtype)
+
+
+def network_channels(network: nn.Module) -> tuple[int, int]:
+    """``(in_channels, out_channels)`` of a generator: its attributes, else its first and last conv weights."""
+    cin, cout = getattr(network, "in_channels", None), getattr(network, "out_channels", None)
+    if isinstance(cin, int) and isinstance(cout, int):
+        return cin, cout
+    convs = [p for name, p in network.named_parameters() if name.endswith("weight") and p.ndim == 4]
+    if not convs:
+        raise ValueError("cannot tell the network's channels: no 2D convolution weights found.")
+    return int(convs[0].shape[1]), int(convs[-1].shape[0])
+
+
+class ChannelAdapter(nn.Module):
+    """Run a 1- or 3-channel network on 1- or 3-channel images (see the module docstring).
+
+    Args:
+        network: the generator.
+        image_channels: channels of the images it will be called with (1 or 3).
+    """
+
+    def __init__(self, network: nn.Module, image_channels: int) -> None:
+        super().__init__()
+        self.network = network
+        self.net_in, self.net_out = network_channels(network)
+        if image_channels not in (1, 3) or self.net_in not in (1, 3) or self.net_out not in (1, 3):
+            raise ValueError(
+                f"cannot run a {self.net_in}->{self.net_out} channel network on {image_channels}-channel images; "
+                "images must be grey (1) or RGB (3)."
+            )
+        self.image_channels = image_channels
+
+    def _weights(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.image_channels
+        luma = (x * self._weights(x)).sum(1, keepdim=True) if c == 3 else x
+        inp = x if self.net_in == c else (luma if self.net_in == 1 else x.expand(-1, 3, -1, -1))
+        out = self.network(inp)
+        if out.shape[1] == c:
+            return out
+        if c == 3:  # grey output on a colour image: shift every channel by the luminance change
+            return (x + (out - luma)).clamp(-1.0, 1.0)
+        return (out * self._weights(out)).sum(1, keepdim=True)

@@ -1,0 +1,300 @@
+"""Build the unpaired MRI training set, and its held-out evaluation data, from files shipped in PyPI packages.
+
+Sources (all offline, read from installed packages):
+
+* **MNI152 2009a T1 template** (nilearn, 197 x 233 x 189, 1 mm): the training subject. Its axial,
+  coronal and sagittal slices that contain brain are cut into blocks of :data:`BLOCK` neighbouring
+  slices. Every fifth block is **held out** (never trained on), and :data:`GUARD` slices on each side
+  of a held-out block are dropped so that near-identical neighbours cannot leak into training. The
+  remaining blocks alternate between **domain B** (clean slices, ``B/``) and **domain A**
+  (*different* slices degraded by :mod:`napari_uspmie.acquisition`, ``A/``): the two domains
+  never share an anatomical position, so they are unpaired by construction. Slices are centred on a
+  :data:`CANVAS`-pixel square (1 mm pixels) so that training needs no resizing.
+* **Held-out subjects**, whole volumes never used for training, resampled to 1 mm: nibabel's
+  ``tests/data/anatomical.nii`` (a 2 mm T1), and when dipy is installed its ``aniso_vox.nii.gz``
+  (a 4 x 4 x 5 mm T1) and ``t1_coronal_slice.npy`` (a 256 x 256 T1 slice).
+
+Layout written under ``out_dir``::
+
+    A/*.png  B/*.png                         8-bit grayscale training slices (degraded / clean)
+    heldout/slices/clean/*.png               clean held-out slices ...
+    heldout/slices/degraded/*.png            ... and their degraded copies (same names)
+    heldout/volumes/<name>_clean.nii.gz      held-out subjects, uint8, RAS, 1 mm ...
+    heldout/volumes/<name>_degraded.nii.gz   ... and one 3D draw of the acquisition model each
+    niqe_pristine.npz                        NIQE pristine model fitted on B
+    manifest.json                            sources, seed, split, degradation parameters
+
+Intensities are scaled per volume to ``[0, 1]`` (0 to the 99.5th percentile of brain voxels) and
+stored as 8-bit, so that every file (PNG or NIfTI) maps to the networks' ``[-1, 1]`` the same way
+(8-bit data is scaled by its full range ``0..255``).
+Everything derives from ``seed``: the same seed rebuilds byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from napari_uspmie.acquisition import apply_acquisition, degrade_volume, sample_params
+
+__all__ = [
+    "BLOCK",
+    "GUARD",
+    "CANVAS",
+    "fit_canvas",
+    "package_file",
+    "load_unit_volume",
+    "split_slices",
+    "build_mri_dataset",
+    "main",
+]
+
+BLOCK = 6
+GUARD = 3
+HELD_OUT_EVERY = 5
+MIN_FOREGROUND = 0.15
+#: MNI slices are centred on a square canvas (zero padding, or cropping background) of this side, so
+#: that training needs no resizing (which would change the anatomy's scale between orientations).
+CANVAS = 224
+MNI_T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+HELD_OUT_VOLUMES = {
+    "nibabel_anatomical": ("nibabel", "tests/data/anatomical.nii"),
+    "dipy_aniso_vox": ("dipy", "data/files/aniso_vox.nii.gz"),
+}
+HELD_OUT_2D = {"dipy_t1_coronal": ("dipy", "data/files/t1_coronal_slice.npy")}
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """Path of a data file inside an installed package, or ``None`` when the package is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.exists() else None
+
+
+def _unit(volume: np.ndarray) -> np.ndarray:
+    """Scale to ``[0, 1]``: 0 stays 0, the 99.5th percentile of positive voxels becomes 1."""
+    v = np.clip(np.asarray(volume, dtype=np.float64), 0, None)
+    top = np.percentile(v[v > 0], 99.5) if np.any(v > 0) else 1.0
+    return np.clip(v / top, 0, 1)
+
+
+def load_unit_volume(path: Path, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Load a NIfTI, reorient to RAS, resample to ``spacing`` mm isotropic (linear), scale to ``[0, 1]``.
+
+    Returns:
+        ``(volume, affine)``: float32 array indexed ``[x, y, z]`` (RAS) and its affine.
+    """
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    data = np.asanyarray(img.dataobj).astype(np.float64)
+    data = data.reshape(data.shape[:3])
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    factors = zooms / spacing
+    if not np.allclose(factors, 1.0):
+        data = ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True)
+    affine = img.affine.copy()
+    affine[:3, :3] = affine[:3, :3] / factors
+    return _unit(data).astype(np.float32), affine
+
+
+def _orientation_axis(orientation: str) -> int:
+    return {"axial": 2, "coronal": 1, "sagittal": 0}[orientation]
+
+
+def get_slice(volume: np.ndarray, orientation: str, index: int) -> np.ndarray:
+    """Slice ``index`` of a RAS ``[x, y, z]`` volume, rotated so that it reads like a radiology view."""
+    return np.ascontiguousarray(np.rot90(np.take(volume, index, axis=_orientation_axis(orientation))))
+
+
+def fit_canvas(image: np.ndarray, size: int = CANVAS) -> np.ndarray:
+    """Centre ``image`` on a ``size x size`` canvas: zero-pad short axes, centre-crop long ones."""
+    out = np.zeros((size, size), dtype=image.dtype)
+    src, dst = [], []
+    for n in image.shape:
+        if n >= size:
+            start = (n - size) // 2
+            src.append(slice(start, start + size))
+            dst.append(slice(0, size))
+        else:
+            start = (size - n) // 2
+            src.append(slice(0, n))
+            dst.append(slice(start, start + n))
+    out[tuple(dst)] = image[tuple(src)]
+    return out
+
+
+def split_slices(indices: Sequence[int]) -> dict[str, list[int]]:
+    """Split slice indices into ``heldout``, ``A`` and ``B`` by blocks, with guard gaps.
+
+    Args:
+        indices: sorted indices of the slices that contain enough brain.
+
+    Returns:
+        ``{"heldout": [...], "A": [...], "B": [...]}``, disjoint; no training slice lies within
+        :data:`GUARD` slices of a held-out one.
+    """
+    indices = sorted(indices)
+    blocks = [indices[i : i + BLOCK] for i in range(0, len(indices), BLOCK)]
+    held = [b for k, b in enumerate(blocks) if k % HELD_OUT_EVERY == HELD_OUT_EVERY // 2]
+    held_set = {i for b in held for i in b}
+    near = {i + d for i in held_set for d in range(-GUARD, GUARD + 1)}
+    split: dict[str, list[int]] = {"heldout": sorted(held_set), "A": [], "B": []}
+    train_blocks = [b for b in blocks if b[0] not in held_set]
+    for k, block in enumerate(train_blocks):
+        split["A" if k % 2 else "B"].extend(i for i in block if i not in near)
+    return split
+
+
+def _save_png(path: Path, unit_image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(np.clip(unit_image, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _degrade(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[np.ndarray, dict[str, float]]:
+    rng = np.random.default_rng(seed_seq)
+    params = sample_params(rng, severity)
+    return apply_acquisition(image, params, rng), params.as_dict()
+
+
+def build_mri_dataset(
+    out_dir: str | Path,
+    seed: int = 0,
+    severity: float = 1.0,
+    fit_niqe: bool = True,
+    orientations: Sequence[str] = ORIENTATIONS,
+    volumes: Sequence[str] | None = None,
+) -> dict:
+    """Write the unpaired training set and the held-out evaluation data (see the module docstring).
+
+    Args:
+        out_dir: destination folder (created; existing files with the same names are replaced).
+        seed: seed of every degradation draw.
+        severity: strength of the acquisition model (:func:`napari_uspmie.acquisition.sample_params`).
+        fit_niqe: also fit the NIQE pristine model on ``B`` and save ``niqe_pristine.npz``.
+        orientations: which MNI slice orientations to use (all three by default).
+        volumes: names of the held-out subjects to write (keys of :data:`HELD_OUT_VOLUMES` and
+            :data:`HELD_OUT_2D`); ``None`` writes all that are installed.
+
+    Returns:
+        The manifest (also written to ``manifest.json``).
+
+    Raises:
+        FileNotFoundError: nilearn's MNI template is missing.
+        ValueError: unknown orientation or held-out subject name.
+    """
+    unknown = set(orientations) - set(ORIENTATIONS)
+    wanted = set(HELD_OUT_VOLUMES) | set(HELD_OUT_2D) if volumes is None else set(volumes)
+    unknown |= wanted - set(HELD_OUT_VOLUMES) - set(HELD_OUT_2D)
+    if unknown:
+        raise ValueError(f"unknown orientation or held-out subject: {sorted(unknown)}.")
+    out = Path(out_dir)
+    mni_path = package_file(*MNI_T1)
+    if mni_path is None:
+        raise FileNotFoundError("nilearn's MNI152 T1 template was not found; install nilearn>=0.10.")
+    mni, _ = load_unit_volume(mni_path)
+    manifest: dict = {
+        "seed": seed,
+        "severity": severity,
+        "sources": {"mni152_t1": {"package": MNI_T1[0], "file": MNI_T1[1], "sha256": _sha256(mni_path)}},
+        "split": {},
+        "degradations": {},
+        "heldout_volumes": {},
+    }
+    for o_id, orientation in enumerate(ORIENTATIONS):
+        if orientation not in orientations:
+            continue
+        axis = _orientation_axis(orientation)
+        fg = (np.moveaxis(mni, axis, 0) > 0.1).reshape(mni.shape[axis], -1).mean(axis=1)
+        split = split_slices([int(i) for i in np.flatnonzero(fg >= MIN_FOREGROUND)])
+        manifest["split"][orientation] = split
+        for part, folder in (("A", "A"), ("B", "B"), ("heldout", "heldout/slices/clean")):
+            for index in split[part]:
+                name = f"mni_{orientation}_{index:03d}"
+                clean = fit_canvas(get_slice(mni, orientation, index))
+                if part == "B" or part == "heldout":
+                    _save_png(out / folder / f"{name}.png", clean)
+                if part != "B":
+                    degraded, params = _degrade(clean, [seed, o_id, index], severity)
+                    dest = "A" if part == "A" else "heldout/slices/degraded"
+                    _save_png(out / dest / f"{name}.png", degraded)
+                    manifest["degradations"][f"{dest}/{name}.png"] = params
+    for k, (name, (package, rel)) in enumerate(HELD_OUT_2D.items()):
+        path = package_file(package, rel)
+        if path is None or name not in wanted:
+            continue
+        clean = _unit(np.load(path))
+        degraded, params = _degrade(clean, [seed, 100 + k], severity)
+        _save_png(out / "heldout/slices/clean" / f"{name}.png", clean)
+        _save_png(out / "heldout/slices/degraded" / f"{name}.png", degraded)
+        manifest["degradations"][f"heldout/slices/degraded/{name}.png"] = params
+        manifest["sources"][name] = {"package": package, "file": rel, "sha256": _sha256(path)}
+    vol_dir = out / "heldout" / "volumes"
+    vol_dir.mkdir(parents=True, exist_ok=True)
+    for k, (name, (package, rel)) in enumerate(HELD_OUT_VOLUMES.items()):
+        path = package_file(package, rel)
+        if path is None or name not in wanted:
+            continue
+        clean, affine = load_unit_volume(path)
+        clean = np.rint(clean * 255).astype(np.uint8)
+        degraded = degrade_volume(clean, seed=seed * 1000 + 200 + k, severity=severity)
+        for tag, vol in (("clean", clean), ("degraded", degraded)):
+            nii = nib.Nifti1Image(vol, affine)
+            nii.header.set_xyzt_units("mm")
+            nib.save(nii, str(vol_dir / f"{name}_{tag}.nii.gz"))
+        manifest["sources"][name] = {"package": package, "file": rel, "sha256": _sha256(path)}
+        manifest["heldout_volumes"][name] = {"shape": list(clean.shape), "seed": seed * 1000 + 200 + k}
+    if fit_niqe:
+        from napari_uspmie.niqe import fit_pristine_model, load_gray
+
+        model = fit_pristine_model([load_gray(p) for p in sorted((out / "B").glob("*.png"))])
+        model.save(out / "niqe_pristine.npz")
+    manifest["counts"] = {
+        "A": len(list((out / "A").glob("*.png"))),
+        "B": len(list((out / "B").glob("*.png"))),
+        "heldout_slices": len(list((out / "heldout/slices/clean").glob("*.png"))),
+        "heldout_volumes": len(manifest["heldout_volumes"]),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of the ``build-mri-dataset`` command (shared with the package CLI)."""
+    parser.add_argument("out_dir", help="destination folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the degradations (default 0)")
+    parser.add_argument("--severity", type=float, default=1.0, help="degradation strength (default 1.0)")
+    parser.add_argument("--no-niqe", action="store_true", help="skip fitting the NIQE pristine model")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the dataset from parsed arguments and print a one-line summary."""
+    manifest = build_mri_dataset(args.out_dir, seed=args.seed, severity=args.severity, fit_niqe=not args.no_niqe)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
+    print(f"wrote {args.out_dir}: {counts}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m napari_uspmie.mri_dataset OUT_DIR [--seed N] [--severity S]``."""
+    parser = add_arguments(argparse.ArgumentParser(prog="build-mri-dataset", description=__doc__.splitlines()[0]))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Optional check that MONAI Label's BundleInferTask loads and runs this package's bundle.
+#
+# MONAI Label pins packages that clash with the main environment (pydicom < 3 through
+# pydicom-seg, numpy < 2), so it lives in its own virtual environment, created on first use:
+#   bash scripts/monailabel_check.sh            # create/update .venv-monailabel, run tests/monailabel
+#   MONAILABEL_VENV=/path/to/venv bash scripts/monailabel_check.sh
+# TORCH selects the torch requirement (default: the CPU wheel pinned for this project).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${MONAILABEL_VENV:-.venv-monailabel}
+TORCH=${TORCH:-torch==2.13.0}
+STAMP="$VENV/.monailabel-installed"
+
+if [ ! -f "$STAMP" ]; then
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    # torch first, so that nothing below swaps it for another build
+    "$VENV/bin/python" -m pip install --quiet "$TORCH"
+    "$VENV/bin/python" -m pip install --quiet "$TORCH" "monailabel==0.8.5" "pydicom<3" "pynetdicom<3" \
+        "dicomweb-client<0.60" "numpy<2" pytest
+    # the package itself, with the dependencies the main environment uses (pydicom 2 is supported)
+    "$VENV/bin/python" -m pip install --quiet "$TORCH" "pydicom<3" "numpy<2" -e .
+    touch "$STAMP"
+fi
+
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --rootdir tests/monailabel tests/monailabel "$@"
