@@ -2,10 +2,10 @@
 
 Both run the same networks, losses, image pools and optimizers on the same batch; the
 baseline is a hand-written CycleGAN step in the style of the reference implementation
-(no engine, separate discriminator calls). Each (size, method) case runs in a fresh
-process so that its peak memory is its own. Reported: median seconds per iteration,
-the ratio eager / trainer (> 1: the trainer is faster), peak memory (resident set on
-CPU, ``max_memory_allocated`` on CUDA).
+(no engine, separate discriminator calls). Times come from one process per size with the
+two methods' iterations interleaved; peak memory from a fresh process per method.
+Reported: median seconds per iteration, the ratio eager / trainer (> 1: the trainer is
+faster), peak memory (resident set on CPU, ``max_memory_allocated`` on CUDA).
 
 Usage::
 
@@ -90,64 +90,63 @@ def _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device) -> None:
     float(loss_g)  # the reference logs its losses every iteration too
 
 
-def run_case(case: str, method: str, repeats: int, device_name: str) -> dict:
-    """Time ``repeats`` iterations after one warm-up; runs inside a fresh process."""
+def _make_trainer(setup, device: torch.device):
     from napari_uspmie.engine import CycleGANTrainer
+
+    nets, perceptual, opt_g, opt_d, batch = setup
+    # One iteration per run(): ignite restarts a finished engine, so each call is one full step.
+    return CycleGANTrainer(
+        device, 1, [batch], *nets, opt_g, opt_d, perceptual_loss=perceptual, pool_size=100, amp=device.type == "cuda"
+    )
+
+
+def _make_eager(setup, device: torch.device):
     from napari_uspmie.image_pool import ImagePool
 
+    nets, perceptual, opt_g, opt_d, batch = setup
+    pools = (ImagePool(100, seed=0), ImagePool(100, seed=1))
+    return lambda: _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device)
+
+
+def _timed(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def run_timing(case: str, repeats: int, device_name: str) -> dict:
+    """Both methods in one process, iterations interleaved, so that load drifts hit both alike."""
     device = torch.device(device_name)
-    nets, perceptual, opt_g, opt_d, batch = _setup(case, device)
-    rss_before = _peak_memory_mb(device) if device.type == "cpu" else 0.0
-    times: list[float] = []
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    if method == "trainer":
-        data = [batch] * (repeats + 1)
-        trainer = CycleGANTrainer(
-            device, 1, data, *nets, opt_g, opt_d, perceptual_loss=perceptual, pool_size=100, amp=device.type == "cuda"
-        )
-        from ignite.engine import Events
-
-        clock = {}
-
-        @trainer.on(Events.ITERATION_STARTED)
-        def _start(engine):
-            sync()
-            clock["t"] = time.perf_counter()
-
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def _stop(engine):
-            sync()
-            times.append(time.perf_counter() - clock["t"])
-
-        trainer.run()
-        times = times[1:]
-    else:
-        pools = (ImagePool(100, seed=0), ImagePool(100, seed=1))
-        for i in range(repeats + 1):
-            sync()
-            t = time.perf_counter()
-            _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device)
-            sync()
-            if i:
-                times.append(time.perf_counter() - t)
-    return {
-        "case": case,
-        "method": method,
-        "seconds": statistics.median(times),
-        "all_seconds": times,
-        "peak_mb": _peak_memory_mb(device),
-        "rss_before_mb": rss_before,
-        "threads": torch.get_num_threads(),
+    steps = {
+        "trainer": _make_trainer(_setup(case, device), device).run,
+        "eager": _make_eager(_setup(case, device), device),
     }
+    for step in steps.values():
+        _timed(step, device)  # warm-up: allocator, oneDNN/cuDNN kernels, Adam state
+    times: dict[str, list[float]] = {"trainer": [], "eager": []}
+    for i in range(repeats):
+        for method in ("trainer", "eager") if i % 2 == 0 else ("eager", "trainer"):
+            times[method].append(_timed(steps[method], device))
+    return {m: {"seconds": statistics.median(t), "all_seconds": t} for m, t in times.items()}
 
 
-def _in_subprocess(case: str, method: str, repeats: int, device: str) -> dict:
-    args = [sys.executable, __file__, "--child", json.dumps([case, method, repeats, device])]
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
+def run_memory(case: str, method: str, device_name: str) -> dict:
+    """Peak memory of the first iteration (it allocates Adam's state too), alone in a fresh process."""
+    device = torch.device(device_name)
+    setup = _setup(case, device)
+    before = _peak_memory_mb(device)
+    step = _make_trainer(setup, device).run if method == "trainer" else _make_eager(setup, device)
+    step()
+    return {"peak_mb": _peak_memory_mb(device), "before_mb": before}
+
+
+def _in_subprocess(*args) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(list(args))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -164,7 +163,7 @@ def _machine(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def write_report(results: list[dict], device: str, path: Path, command: str) -> str:
+def write_report(results: list[dict], device: str, path: Path, command: str, repeats_note: str) -> str:
     lines = [
         "# Training iteration benchmark",
         "",
@@ -172,27 +171,27 @@ def write_report(results: list[dict], device: str, path: Path, command: str) -> 
         f"Machine: {_machine(device)}; device `{device}`.",
         "",
         "One full LaMEGAN iteration (both cycles, generator step with the Laplacian perceptual loss, both",
-        "discriminators with image pools), median of the timed iterations after a warm-up. `eager` is a",
-        "hand-written CycleGAN step over the same networks; ratio = eager / trainer (> 1: the trainer is faster).",
-        "Peak memory: resident set of the process on CPU (`before` = after building the networks),",
-        "`torch.cuda.max_memory_allocated` on CUDA. Each case runs in its own process.",
+        "discriminators with image pools). `trainer` is the bundle's `CycleGANTrainer` (an Ignite engine run",
+        "per iteration); `eager` is a hand-written CycleGAN step over identical networks. Times: median over",
+        f"{repeats_note}, both methods in one process with iterations interleaved (so load drift on a",
+        "shared machine hits both alike), after one warm-up each; ratio = eager / trainer (> 1: trainer faster).",
+        "Peak memory: each method alone in a fresh process for its first iteration (which also allocates",
+        "Adam's state): resident set on CPU (`before` = after building the networks and the batch),",
+        "`torch.cuda.max_memory_allocated` on CUDA.",
         "",
         "| case | networks | patch | method | s / iteration | ratio | peak memory (MB) | before (MB) |",
         "|------|----------|-------|--------|---------------|-------|------------------|-------------|",
     ]
-    by_case: dict[str, dict[str, dict]] = {}
     for r in results:
-        by_case.setdefault(r["case"], {})[r["method"]] = r
-    for case, methods in by_case.items():
-        gen, ndf, patch, kind, _ = CASES[case]
+        gen, ndf, patch, kind, _ = CASES[r["case"]]
         nets = f"{gen['in_channels']}ch ngf {gen['ngf']} / {gen['n_blocks']} blocks, ndf {ndf}, {kind}"
-        ratio = methods["eager"]["seconds"] / methods["trainer"]["seconds"]
+        ratio = r["eager"]["seconds"] / r["trainer"]["seconds"]
         for method in ("trainer", "eager"):
-            r = methods[method]
+            m = r[method]
             shown = f"{ratio:.2f}" if method == "trainer" else ""
             lines.append(
-                f"| {case} | {nets} | {patch} | {method} | {r['seconds']:.3f} | {shown} | {r['peak_mb']:.0f} "
-                f"| {r['rss_before_mb']:.0f} |"
+                f"| {r['case']} | {nets} | {patch} | {method} | {m['seconds']:.3f} | {shown} | {m['peak_mb']:.0f} "
+                f"| {m['before_mb']:.0f} |"
             )
     text = "\n".join(lines) + "\n"
     if path is not None:
@@ -203,29 +202,39 @@ def write_report(results: list[dict], device: str, path: Path, command: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny and compact sizes, 2 iterations (CI)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed iterations per case")
+    parser.add_argument("--quick", action="store_true", help="tiny and compact sizes, 3 timed iterations (CI)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed iterations per method and case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="report path (default docs/benchmarks_training.md)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        case, method, repeats, device = json.loads(args.child)
-        print(json.dumps(run_case(case, method, repeats, device)))
+        kind, *rest = json.loads(args.child)
+        print(json.dumps(run_timing(*rest) if kind == "timing" else run_memory(*rest)))
         return 0
     cases = ["tiny", "compact"] if args.quick else ["compact", "paper"]
-    repeats = args.repeats or (2 if args.quick else 3)
+    on_cpu = not args.device.startswith("cuda")
     out = args.out
     if out is None and not args.quick:
         out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_training.md"
     results = []
+    notes = []
     for case in cases:
+        # The paper-size iteration takes about a minute on a 2-core CPU: two timed iterations there.
+        repeats = args.repeats or (2 if on_cpu and case == "paper" else 3 if args.quick else 7)
+        notes.append(f"{repeats} ({case})")
+        timing = _in_subprocess("timing", case, repeats, args.device)
+        row = {"case": case}
         for method in ("trainer", "eager"):
-            r = _in_subprocess(case, method, repeats, args.device)
-            print(f"{case:8s} {method:8s} {r['seconds']:.3f} s/it  peak {r['peak_mb']:.0f} MB", flush=True)
-            results.append(r)
-    command = "python benchmarks/bench_train.py" + (" --quick" if args.quick else "")
-    print(write_report(results, args.device, out, command))
+            memory = _in_subprocess("memory", case, method, args.device)
+            row[method] = {**timing[method], **memory}
+            print(
+                f"{case:8s} {method:8s} {row[method]['seconds']:.3f} s/it  peak {memory['peak_mb']:.0f} MB",
+                flush=True,
+            )
+        results.append(row)
+    command = "python " + " ".join(["benchmarks/bench_train.py", *(argv if argv is not None else sys.argv[1:])])
+    print(write_report(results, args.device, out, command, "timed iterations: " + ", ".join(notes)))
     return 0
 
 

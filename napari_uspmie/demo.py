@@ -2,12 +2,12 @@
 
 ``python -m napari_uspmie.demo OUT_DIR``:
 
-1. takes a T1 volume of a subject the model never saw (nibabel's ``tests/data/anatomical.nii``,
-   resampled to 1 mm like the training data), degrades it with the documented acquisition model
+1. takes a T1 volume (``--subject``, see :data:`SUBJECTS`), resampled to 1 mm like the training
+   data, degrades it with the documented acquisition model
    (:func:`napari_uspmie.acquisition.degrade_volume`, fixed seed) and writes
-   ``OUT_DIR/input/anatomical_degraded.nii.gz`` (and the clean reference under ``reference/``);
+   ``OUT_DIR/input/<subject>_degraded.nii.gz`` (and the clean reference under ``reference/``);
 2. enhances it through the bundle's ``configs/inference.json`` with the shipped
-   ``models/model.pt`` (``OUT_DIR/enhanced/anatomical_degraded_enhanced.nii.gz``, same geometry);
+   ``models/model.pt`` (``OUT_DIR/enhanced/<subject>_degraded_enhanced.nii.gz``, same geometry);
 3. writes ``OUT_DIR/demo_figure.png`` (degraded / enhanced / clean / LaSSIM heatmap of the middle
    axial slice) and ``OUT_DIR/report.md`` + ``report.json``: SSIM and PSNR to the clean volume
    before and after, LaSSIM(input, output), LaSSIM(output, clean) and NIQE, per-slice means.
@@ -26,25 +26,51 @@ import numpy as np
 from napari_uspmie.acquisition import degrade_volume
 from napari_uspmie.bundle import bundle_path
 from napari_uspmie.evaluation import LEVEL, slice_metrics
-from napari_uspmie.mri_dataset import HELD_OUT_VOLUMES, MIN_FOREGROUND, get_slice, load_unit_volume, package_file
+from napari_uspmie.mri_dataset import (
+    HELD_OUT_VOLUMES,
+    MIN_FOREGROUND,
+    MNI_T1,
+    get_slice,
+    load_unit_volume,
+    package_file,
+)
 from napari_uspmie.niqe import NIQEModel
 
-__all__ = ["DEMO_SEED", "prepare_demo_volume", "run_demo", "main"]
+__all__ = ["DEMO_SEED", "SUBJECTS", "prepare_demo_volume", "run_demo", "main"]
 
 DEMO_SEED = 2024
+#: Demo volumes: name -> (package, file, description). ``mni`` is the sample-data template: its
+#: anatomy is the training subject's (only this 3D degradation draw is new); the others are
+#: subjects the model never saw. ``aniso_vox`` needs dipy.
+SUBJECTS = {
+    "mni": (*MNI_T1, "MNI152 T1 template (training anatomy, new 3D degradation)"),
+    "anatomical": (*HELD_OUT_VOLUMES["nibabel_anatomical"], "held-out subject: nibabel anatomical.nii, 2 mm, cropped"),
+    "aniso_vox": (*HELD_OUT_VOLUMES["dipy_aniso_vox"], "held-out subject: dipy aniso_vox.nii.gz, 4x4x5 mm"),
+}
+DEFAULT_SUBJECT = "mni"
 
 
-def prepare_demo_volume(out_dir: str | Path, seed: int = DEMO_SEED) -> tuple[Path, Path]:
-    """Write the degraded held-out volume (``input/``) and its clean reference (``reference/``).
+def prepare_demo_volume(
+    out_dir: str | Path, subject: str = DEFAULT_SUBJECT, seed: int = DEMO_SEED
+) -> tuple[Path, Path]:
+    """Write the degraded volume (``input/``) and its clean reference (``reference/``).
 
     Returns:
         ``(degraded_path, clean_path)``.
+
+    Raises:
+        ValueError: unknown subject, or its package is not installed.
     """
+    if subject not in SUBJECTS:
+        raise ValueError(f"unknown demo subject {subject!r}; choose one of {sorted(SUBJECTS)}.")
+    source = package_file(*SUBJECTS[subject][:2])
+    if source is None:
+        raise ValueError(f"demo subject {subject!r} needs the {SUBJECTS[subject][0]} package; install it.")
     out = Path(out_dir)
-    clean, affine = load_unit_volume(package_file(*HELD_OUT_VOLUMES["nibabel_anatomical"]))
+    clean, affine = load_unit_volume(source)
     clean = np.rint(clean * 255).astype(np.uint8)
     degraded = degrade_volume(clean, seed=seed)
-    paths = (out / "input" / "anatomical_degraded.nii.gz", out / "reference" / "anatomical_clean.nii.gz")
+    paths = (out / "input" / f"{subject}_degraded.nii.gz", out / "reference" / f"{subject}_clean.nii.gz")
     for path, vol in zip(paths, (degraded, clean), strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         img = nib.Nifti1Image(vol, affine)
@@ -90,22 +116,25 @@ def _figure(path: Path, degraded: np.ndarray, enhanced: np.ndarray, clean: np.nd
     plt.close(fig)
 
 
-def run_demo(out_dir: str | Path, bundle_dir: str | Path | None = None, device: str = "cpu") -> dict:
+def run_demo(
+    out_dir: str | Path, bundle_dir: str | Path | None = None, device: str = "cpu", subject: str = DEFAULT_SUBJECT
+) -> dict:
     """Degrade, enhance through the bundle, and report (see the module docstring).
 
     Args:
         out_dir: output folder.
         bundle_dir: MONAI bundle to use; default the shipped one.
         device: torch device for the bundle run.
+        subject: demo volume, a key of :data:`SUBJECTS`.
 
     Returns:
         The report dictionary (also written to ``report.json``).
     """
     out = Path(out_dir)
     bundle = Path(bundle_dir) if bundle_dir else bundle_path()
-    degraded_path, clean_path = prepare_demo_volume(out)
+    degraded_path, clean_path = prepare_demo_volume(out, subject)
     _run_bundle(bundle, degraded_path.parent, out / "enhanced", device)
-    enhanced_path = out / "enhanced" / "anatomical_degraded_enhanced.nii.gz"
+    enhanced_path = out / "enhanced" / f"{subject}_degraded_enhanced.nii.gz"
     vols = [np.asanyarray(nib.load(str(p)).dataobj).astype(np.float64) / 255.0 for p in (degraded_path, enhanced_path)]
     clean = np.asanyarray(nib.load(str(clean_path)).dataobj).astype(np.float64) / 255.0
     niqe_path = bundle / "models" / "niqe_pristine.npz"
@@ -117,6 +146,8 @@ def run_demo(out_dir: str | Path, bundle_dir: str | Path | None = None, device: 
         rows["degraded input"].append(slice_metrics(d, d, c, niqe_model))
         rows["enhanced"].append(slice_metrics(e, d, c, niqe_model))
     report = {
+        "subject": subject,
+        "description": SUBJECTS[subject][2],
         "input": str(degraded_path),
         "output": str(enhanced_path),
         "lassim_level": LEVEL,
@@ -131,7 +162,7 @@ def run_demo(out_dir: str | Path, bundle_dir: str | Path | None = None, device: 
     (out / "report.json").write_text(json.dumps(report, indent=1))
     m = report["metrics"]
     lines = [
-        "# Enhancement demo: held-out T1 volume",
+        f"# Enhancement demo: {SUBJECTS[subject][2]}",
         "",
         f"Input `{degraded_path.name}` (degraded, seed {DEMO_SEED}), output `{enhanced_path.name}`; "
         f"{len(slices)} axial slices with brain; LaSSIM at level {LEVEL}; NIQE lower is better.",
@@ -154,9 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="uspmie_demo")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--subject", default=DEFAULT_SUBJECT, choices=sorted(SUBJECTS), help="demo volume")
     parser.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     args = parser.parse_args(argv)
-    report = run_demo(args.out_dir, args.bundle, args.device)
+    report = run_demo(args.out_dir, args.bundle, args.device, args.subject)
     print((Path(args.out_dir) / "report.md").read_text())
     print(f"figure: {Path(args.out_dir) / 'demo_figure.png'}; output: {report['output']}")
     return 0

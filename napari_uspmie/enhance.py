@@ -173,7 +173,7 @@ class Enhancer:
         self,
         network: nn.Module,
         device: str | torch.device | None = None,
-        tile_size: int = 512,
+        tile_size: int = 1024,
         overlap: float = 0.25,
         batch_size: int = 4,
         percentiles: Sequence[float] = (0.5, 99.5),

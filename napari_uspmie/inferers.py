@@ -11,7 +11,8 @@ model on grey is adapted by :class:`napari_uspmie.intensity.ChannelAdapter`).
   is what the paper does at test time (instance norm then sees the whole image).
 - Larger slices go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
   blending, ``batch_size`` windows at a time; the output is gathered on the inputs' device, so
-  GPU memory holds only a few windows and a 4096x4096 image needs a few hundred MB of RAM.
+  GPU memory holds only a few windows and a 4096x4096 image needs a bounded amount of RAM
+  (see ``docs/benchmarks_enhance.md``).
 - ``progress(done, total)`` is called after each network call (units: slices or windows);
   returning ``False`` from it, or setting ``cancel`` (anything with ``is_set()``, e.g. a
   ``threading.Event``), raises :class:`napari_uspmie.errors.EnhancementCancelled` before the
@@ -79,7 +80,7 @@ class EnhancementInferer(Inferer):
 
     def __init__(
         self,
-        roi_size: int = 512,
+        roi_size: int = 1024,
         overlap: float = 0.25,
         mode: str = "gaussian",
         sigma_scale: float = 0.125,

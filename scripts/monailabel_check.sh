@@ -23,7 +23,13 @@ if [ ! -f "$STAMP" ]; then
         "dicomweb-client<0.60" "numpy<2" pytest
     # the package itself, with the dependencies the main environment uses (pydicom 2 is supported)
     "$VENV/bin/python" -m pip install --quiet "$TORCH" "pydicom<3" "numpy<2" -e .
+    # MONAI Label imports torchvision.utils (pure Python). PyPI's torchvision wheels for Linux are CUDA
+    # builds whose operator registration fails beside a CPU torch; 0.15 only warns that its compiled
+    # extension did not load. Skip this on machines with a CUDA torch and a matching torchvision.
+    if [ "${KEEP_TORCHVISION:-0}" != 1 ]; then
+        "$VENV/bin/python" -m pip install --quiet --no-deps "torchvision==0.15.2"
+    fi
     touch "$STAMP"
 fi
 
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --rootdir tests/monailabel tests/monailabel "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --confcutdir tests/monailabel tests/monailabel "$@"

@@ -107,7 +107,11 @@ def write_dicom_series(
         ds.PixelRepresentation = 1 if signed else 0
         ds.PixelData = stored[k].tobytes()
         path = folder / f"IM{order[k]:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        if int(pydicom.__version__.split(".")[0]) >= 3:
+            ds.save_as(path, enforce_file_format=True)
+        else:  # pydicom 2, as beside MONAI Label
+            ds.is_little_endian, ds.is_implicit_VR = True, False
+            ds.save_as(path, write_like_original=False)
         paths.append(path)
     return paths
 

@@ -32,7 +32,7 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
     ckpt = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)
     # ... each on its half of the 3 items (DistributedSampler pads to 2 per rank), ...
     assert ckpt["trainer"]["iteration"] == 2
-    # ... and rank 0 alone wrote plain (unwrapped) generator weights and the validation samples.
+    # ... rank 0 alone wrote plain (unwrapped) generator weights; each rank saved its validation samples.
     generator = ResnetGenerator(**json.loads((models / "model_config.json").read_text()))
     generator.load_state_dict(torch.load(models / "model.pt", weights_only=True))
     assert len(list((tmp_path / "run" / "runs" / "samples").glob("epoch_0001_*.png"))) == 2
