@@ -87,7 +87,7 @@ def _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device) -> None:
     loss_d_b = 0.5 * (gan(d_b(real_a), True) + gan(d_b(pooled_a.detach()), False))
     (loss_d_a + loss_d_b).backward()
     opt_d.step()
-    float(loss_g)  # the reference logs its losses every iteration too
+    loss_g.detach().item()  # the reference logs its losses every iteration too
 
 
 def _make_trainer(setup, device: torch.device):
@@ -136,6 +136,8 @@ def run_timing(case: str, repeats: int, device_name: str) -> dict:
 
 def run_memory(case: str, method: str, device_name: str) -> dict:
     """Peak memory of the first iteration (it allocates Adam's state too), alone in a fresh process."""
+    import napari_uspmie.engine  # noqa: F401  both methods carry MONAI/Ignite, so baselines match
+
     device = torch.device(device_name)
     setup = _setup(case, device)
     before = _peak_memory_mb(device)
@@ -176,11 +178,11 @@ def write_report(results: list[dict], device: str, path: Path, command: str, rep
         f"{repeats_note}, both methods in one process with iterations interleaved (so load drift on a",
         "shared machine hits both alike), after one warm-up each; ratio = eager / trainer (> 1: trainer faster).",
         "Peak memory: each method alone in a fresh process for its first iteration (which also allocates",
-        "Adam's state): resident set on CPU (`before` = after building the networks and the batch),",
-        "`torch.cuda.max_memory_allocated` on CUDA.",
+        "Adam's state): resident set on CPU (`before` = after imports, networks and batch; `iteration` = peak -",
+        "before), `torch.cuda.max_memory_allocated` on CUDA.",
         "",
-        "| case | networks | patch | method | s / iteration | ratio | peak memory (MB) | before (MB) |",
-        "|------|----------|-------|--------|---------------|-------|------------------|-------------|",
+        "| case | networks | patch | method | s / iteration | ratio | peak (MB) | before (MB) | iteration (MB) |",
+        "|------|----------|-------|--------|---------------|-------|-----------|-------------|----------------|",
     ]
     for r in results:
         gen, ndf, patch, kind, _ = CASES[r["case"]]
@@ -191,7 +193,7 @@ def write_report(results: list[dict], device: str, path: Path, command: str, rep
             shown = f"{ratio:.2f}" if method == "trainer" else ""
             lines.append(
                 f"| {r['case']} | {nets} | {patch} | {method} | {m['seconds']:.3f} | {shown} | {m['peak_mb']:.0f} "
-                f"| {m['before_mb']:.0f} |"
+                f"| {m['before_mb']:.0f} | {m['peak_mb'] - m['before_mb']:.0f} |"
             )
     text = "\n".join(lines) + "\n"
     if path is not None:

@@ -7,8 +7,8 @@ The paper's band is level 3 of a 5-level pyramid; slices too small for it (each 
 ``min_size_for_level(level)`` pixels, 49 at level 3) are scored at the finest level that fits,
 and the level used is reported.
 
-- :func:`lassim_pairs` feeds ``napari_uspmie.LaSSIMHandler`` (the key metric: the mean over all
-  2D images and slices at the configured level);
+- :class:`CaseLaSSIMHandler` is ``napari_uspmie.LaSSIMHandler`` fed by :func:`lassim_pairs` (the
+  evaluator's key metric: the mean over all 2D images and slices at the configured level);
 - :class:`LaSSIMReport` adds ``lassim``/``level``/``heatmap`` columns to the evaluator's case
   table, writes a heatmap PNG per case (the middle slice for volumes; dark = structure changed)
   and a JSON summary (mean, std, min, max over cases).
@@ -16,6 +16,7 @@ and the level used is reported.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from ignite.engine import Engine, Events
 
 from napari_uspmie.bundle_transforms import reverse_spatial
 from napari_uspmie.laplacian_ssim import lassim_map, min_size_for_level
+from napari_uspmie.metrics import LaSSIMHandler
 
-__all__ = ["case_pair", "lassim_pairs", "feasible_level", "LaSSIMReport", "save_heatmap"]
+__all__ = ["case_pair", "lassim_pairs", "feasible_level", "CaseLaSSIMHandler", "LaSSIMReport", "save_heatmap"]
 
 logger = logging.getLogger("napari_uspmie.bundle")
 
@@ -71,6 +73,25 @@ def lassim_pairs(output: Any, level: int = 3) -> tuple[list[torch.Tensor], list[
             preds += list(pred)
             refs += list(ref)
     return preds, refs
+
+
+class CaseLaSSIMHandler(LaSSIMHandler):
+    """``LaSSIMHandler`` over every 2D image and slice of the enhanced cases (see :func:`lassim_pairs`).
+
+    An iteration whose images are all too small for ``level`` adds nothing (instead of failing).
+
+    Args:
+        level, max_level, dtype, reduction, save_details: as for ``LaSSIMHandler``.
+    """
+
+    def __init__(self, level: int = 3, max_level: int = 5, **kwargs: Any) -> None:
+        kwargs.setdefault("output_transform", functools.partial(lassim_pairs, level=level))
+        super().__init__(level=level, max_level=max_level, **kwargs)
+
+    def iteration_completed(self, engine: Engine) -> None:
+        preds, refs = self._output_transform(engine.state.output)
+        if preds:
+            self.update((preds, refs))
 
 
 def save_heatmap(score_map: np.ndarray, path: str | os.PathLike) -> Path:
@@ -138,7 +159,10 @@ class LaSSIMReport:
         summary["key_metric"] = metrics
         (self.output_dir / "lassim_summary.json").write_text(json.dumps(summary, indent=2))
         if summary["n"]:
-            print(
+            line = (
                 f"LaSSIM over {summary['n']} case(s): mean {summary['mean']:.4f}, std {summary['std']:.4f}, "
                 f"min {summary['min']:.4f}, max {summary['max']:.4f}"
             )
+            if metrics:
+                line += "; over all images and slices: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(line)

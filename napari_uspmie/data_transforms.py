@@ -128,8 +128,8 @@ class LoadImageSliced(MapTransform):
         if array.ndim == 2:  # a single-frame DICOM file, already (rows, cols)
             return array[None]
         if array.ndim == 3 and kind == "dicom":
-            # Multi-frame DICOM from PydicomReader(swap_ij=False): (rows, cols, frames).
-            array = np.transpose(array, (1, 0, 2))
+            # Multi-frame DICOM from PydicomReader(swap_ij=False) is (frames, rows, cols): make it (X, Y, Z).
+            array = np.transpose(array, (2, 1, 0))
         if array.ndim != 3:
             raise SourceReadError(f"{path}: expected a 3D volume, got shape {array.shape}.")
         if not 0 <= index < array.shape[axis]:

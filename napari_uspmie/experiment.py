@@ -114,15 +114,13 @@ def to_unit_image(array: np.ndarray, meta: dict | None = None) -> np.ndarray:
         arr = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., 0]
     if arr.ndim not in (2, 3):
         raise ValueError(f"unsupported image layout {np.asarray(array).shape}.")
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
     out = arr.astype(np.float64)
     if not np.isfinite(out).all():
         raise ValueError("the image contains NaN or Inf values.")
     lo, hi = float(out.min()), float(out.max())
     if hi <= lo:
-        raise ValueError("the image is constant.")
-    return (out - lo) / (hi - lo)
+        raise ValueError("the image is constant.")  # no structure to preserve or destroy
+    return out / 255.0 if arr.dtype == np.uint8 else (out - lo) / (hi - lo)
 
 
 def find_images(folder: str | Path) -> list[Path]:
@@ -141,7 +139,7 @@ def folder_sources(folder: str | Path) -> list[Source]:
     return [(p.relative_to(root).as_posix(), lambda p=p: read_image(p)) for p in find_images(root)]
 
 
-def builtin_sources(mni_slices: Sequence[int] = tuple(range(40, 161, 10))) -> list[Source]:
+def builtin_sources(mni_slices: Sequence[int] = tuple(range(40, 151, 10))) -> list[Source]:
     """Real images shipped inside installed packages: scikit-image's sample pictures (when
     scikit-image is installed) and axial slices of nilearn's MNI152 T1 template."""
     import nilearn

@@ -105,7 +105,12 @@ def write_report(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+            writer.writerow(
+                {
+                    k: f"{v:.6f}" if isinstance(v, float) and k != "alpha" else f"{v:g}" if k == "alpha" else v
+                    for k, v in row.items()
+                }
+            )
 
     table = _markdown_table(rows)
     panels, main_panels = [], []

@@ -7,7 +7,8 @@ model on grey is adapted by :class:`napari_uspmie.intensity.ChannelAdapter`).
 
 - Slices are padded (reflect) to a multiple of 4 and at least 16 pixels, as the ResNet
   generator needs, then cropped back.
-- Slices up to ``roi_size`` go through the network whole, ``batch_size`` slices at a time: this
+- Slices up to ``roi_size`` go through the network whole, ``batch_size`` slices at a time (fewer if
+  that exceeds ``max_pixels`` per call): this
   is what the paper does at test time (instance norm then sees the whole image).
 - Larger slices go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
   blending, ``batch_size`` windows at a time; the output is gathered on the inputs' device, so
@@ -71,7 +72,9 @@ class EnhancementInferer(Inferer):
         overlap: fraction of overlap between windows.
         mode: window blending, ``"gaussian"`` or ``"constant"``.
         sigma_scale: Gaussian sigma as a fraction of the window.
-        batch_size: slices (whole mode) or windows (tiled mode) per network call.
+        batch_size: slices (whole mode) or windows (tiled mode) per network call, at most.
+        max_pixels: pixels per network call, at most (the batch shrinks for large slices or windows,
+            down to one), which bounds the activations' memory whatever ``batch_size`` says.
         device: where the network runs (default: the inputs' device); outputs stay on the inputs' device.
         amp: float16 autocast on CUDA.
         progress: ``progress(done, total)``; returning ``False`` cancels.
@@ -85,6 +88,7 @@ class EnhancementInferer(Inferer):
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
         batch_size: int = 4,
+        max_pixels: int = 2**21,
         device: torch.device | str | None = None,
         amp: bool = True,
         progress: ProgressFn | None = None,
@@ -100,6 +104,7 @@ class EnhancementInferer(Inferer):
         self.mode = mode
         self.sigma_scale = sigma_scale
         self.batch_size = max(int(batch_size), 1)
+        self.max_pixels = int(max_pixels)
         self.device = torch.device(device) if device is not None else None
         self.amp = amp
         self.progress = progress
@@ -113,6 +118,10 @@ class EnhancementInferer(Inferer):
             return n
         rh, rw = min(self.roi_size, h), min(self.roi_size, w)
         return n * _windows(h, rh, self.overlap) * _windows(w, rw, self.overlap)
+
+    def _batch(self, pixels: int) -> int:
+        """Images per network call: ``batch_size``, fewer when they would exceed ``max_pixels``."""
+        return max(1, min(self.batch_size, self.max_pixels // max(pixels, 1)))
 
     def _check(self, done: int, total: int) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -150,8 +159,9 @@ class EnhancementInferer(Inferer):
         out: torch.Tensor | None = None
         self._check(done, total)
         if hp <= self.roi_size and wp <= self.roi_size:
-            for start in range(0, xp.shape[0], self.batch_size):
-                y = self._forward(net, xp[start : start + self.batch_size], device).to(x.device)
+            batch = self._batch(hp * wp)
+            for start in range(0, xp.shape[0], batch):
+                y = self._forward(net, xp[start : start + batch], device).to(x.device)
                 out = y.new_empty((xp.shape[0], *y.shape[1:])) if out is None else out
                 out[start : start + y.shape[0]] = y
                 done += y.shape[0]
@@ -172,7 +182,7 @@ class EnhancementInferer(Inferer):
                     sliding_window_inference(
                         xp[n : n + 1],
                         roi,
-                        self.batch_size,
+                        self._batch(roi[0] * roi[1]),
                         predictor,
                         overlap=self.overlap,
                         mode=self.mode,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,12 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-MNI = Path(nib.__file__).parent.parent / "nilearn" / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MNI = (
+    Path(importlib.util.find_spec("nilearn").origin).parent
+    / "datasets"
+    / "data"
+    / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+)
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
 CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 MR_TRUNCATED = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_truncated.dcm"
@@ -155,7 +161,11 @@ def write_tiff16(path: Path) -> np.ndarray:
 
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (to prove inputs were not modified)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def random_bundle(dest: Path, kwargs: dict | None = None, seed: int = 0) -> Path:

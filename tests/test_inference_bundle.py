@@ -5,6 +5,7 @@ evaluate.json reports LaSSIM, ckpt_export gives a matching TorchScript model."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -165,7 +166,9 @@ def test_evaluate_prints_lassim_table(workspace):
     proc = monai_bundle("run", "--config_file", files, "--dataset_dir", good, "--output_dir", out, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| lassim" in _table(proc.stdout)
-    assert "LaSSIM over 3 case(s)" in proc.stdout
+    assert "LaSSIM over 3 case(s)" in proc.stdout and "over all images and slices: lassim" in proc.stdout
+    summary = json.loads((out / "lassim_summary.json").read_text())
+    assert summary["n"] == 3 and -1 <= summary["key_metric"]["lassim"] <= 1  # LaSSIMHandler's mean
     with open(out / "lassim_cases.csv") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"retina.png", "ct_series", "brain.nii.gz"}

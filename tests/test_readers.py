@@ -105,7 +105,9 @@ def test_ct_small_single_file():
     assert detect_format(CT_SMALL) == "dicom"  # its preamble mimics TIFF
     assert array.shape == (128, 128) and array.dtype == np.int16
     np.testing.assert_array_equal(array, ds.pixel_array.astype(np.int32) + int(ds.RescaleIntercept))
-    np.testing.assert_allclose(meta["affine"][:3, 3], [-v if i < 2 else v for i, v in enumerate(ds.ImagePositionPatient)])
+    np.testing.assert_allclose(
+        meta["affine"][:3, 3], [-v if i < 2 else v for i, v in enumerate(ds.ImagePositionPatient)]
+    )
     np.testing.assert_allclose(meta["spacing"], [float(v) for v in ds.PixelSpacing])
 
 

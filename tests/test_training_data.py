@@ -123,6 +123,21 @@ def test_dicom_series_folder_is_one_volume(tmp_path):
     np.testing.assert_allclose(out["image"][0], hounsfield, atol=1e-3)
 
 
+def test_multiframe_dicom_file_gives_one_item_per_frame(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    base = ds.pixel_array
+    frames = np.stack([np.roll(base[:, :40], 7 * k, axis=0) for k in range(5)])  # (5, 128 rows, 40 cols)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 128, 40, 5
+    ds.PixelData = frames.astype(base.dtype).tobytes()
+    (tmp_path / "A").mkdir()
+    ds.save_as(tmp_path / "A" / "cine.dcm")
+    items = scan_domain(tmp_path / "A").items
+    assert [i["name"] for i in items] == [f"cine.dcm[{k}]" for k in range(5)]
+    out = LoadImageSliced("image")(dict(items[3]))
+    expected = frames[3] * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_allclose(out["image"][0], expected)
+
+
 def test_transforms_scale_channels_and_crop(mixed_dataset):
     data_ = scan_unpaired_dataset(mixed_dataset)
     by_name = {i["name"]: i for i in data_["A"] + data_["B"]}

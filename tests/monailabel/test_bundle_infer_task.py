@@ -32,10 +32,15 @@ def test_network_and_keys(task):
     assert [type(t).__name__ for t in post] == ["RestoreFromNetworkd", "Restored"]  # our saver was dropped
 
 
-def test_nifti_through_monai_label(task, tmp_path):
+@pytest.mark.parametrize("infer_type", ["others", ""])  # "": MONAI Label's default (segmentation), as monaibundle
+def test_nifti_through_monai_label(task, infer_type, tmp_path):
+    if infer_type != "others":
+        from monailabel.tasks.infer.bundle import BundleInferTask
+
+        task = BundleInferTask(task.bundle_path, {})
     path = tmp_path / "brain.nii.gz"
     src = write_oblique_nifti(path)
-    result_file, result_json = task({"image": str(path), "device": "cpu", "result_extension": ".nii.gz"})
+    result_file, _ = task({"image": str(path), "device": "cpu", "result_extension": ".nii.gz"})
     out = nib.load(result_file)
     assert out.shape == src.shape
     np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)

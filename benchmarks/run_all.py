@@ -1,0 +1,69 @@
+"""Run every benchmark in one go and gather the reports into one Markdown page.
+
+    python benchmarks/run_all.py --out docs            # full run, writes docs/benchmarks.md
+    python benchmarks/run_all.py --quick --out outputs/bench-quick   # CI: small sizes, keeps the code alive
+
+Each benchmark measures its own baseline in the same run and reports ratios, so figures
+from different machines are comparable only as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from machine import machine_info, matmul_gflops  # noqa: E402
+
+# (script, report file name, how the script takes its output location)
+BENCHMARKS = [
+    ("bench_lassim.py", "benchmarks_lassim.md", "file"),
+    ("bench_enhance.py", "benchmarks_enhance.md", "folder"),
+    ("bench_train.py", "benchmarks_training.md", "file"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI)")
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the reports")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    sections = []
+    failed = []
+    for script, report, kind in BENCHMARKS:
+        target = args.out / report
+        cmd = [sys.executable, str(HERE / script), "--out", str(target if kind == "file" else args.out)]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"== {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        result = subprocess.run(cmd, check=False)
+        print(f"   {script}: exit {result.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if result.returncode != 0 or not target.is_file():
+            failed.append(script)
+            continue
+        sections.append(target.read_text(encoding="utf-8"))
+
+    info = machine_info()
+    info["measured fp32 matmul"] = f"{matmul_gflops():.1f} GFLOP/s"
+    header = ["# Benchmarks", "", "Measured on:", ""]
+    header += [f"- {k}: {v}" for k, v in info.items()]
+    header += ["", "Reproduce with `make bench` (`python benchmarks/run_all.py --out docs`).", ""]
+    page = "\n".join(header) + "\n" + "\n\n".join(s.strip() for s in sections) + "\n"
+    (args.out / "benchmarks.md").write_text(page, encoding="utf-8")
+    print(f"wrote {args.out / 'benchmarks.md'}")
+    if failed:
+        print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
