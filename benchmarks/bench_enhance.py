@@ -163,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS {mem['enhance']['peak_mb']:.0f} MiB against {mem['load']['peak_mb']:.0f} MiB for a process that",
             f"only holds the image: **{extra:.0f} MiB** for the enhancement ({mem['enhance']['seconds']:.1f} s).",
         ]
+    described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
     lines += [
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()) + f", matmul {gflops:.0f} GFLOP/s.",
+        f"Machine: {described}, matmul {gflops:.0f} GFLOP/s (measured at the end of the run; on a shared machine",
+        "absolute times move with the load, the interleaved ratios much less).",
     ]
     lines += [
         "",

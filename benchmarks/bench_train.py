@@ -177,12 +177,14 @@ def write_report(results: list[dict], device: str, path: Path, command: str, rep
         "per iteration); `eager` is a hand-written CycleGAN step over identical networks. Times: median over",
         f"{repeats_note}, both methods in one process with iterations interleaved (so load drift on a",
         "shared machine hits both alike), after one warm-up each; ratio = eager / trainer (> 1: trainer faster).",
+        "Both run the same tensor operations, so the ratio measures the engine's overhead; `range` shows how much",
+        "single iterations vary on this machine. On CUDA the trainer uses AMP (the bundle default), eager fp32.",
         "Peak memory: each method alone in a fresh process for its first iteration (which also allocates",
         "Adam's state): resident set on CPU (`before` = after imports, networks and batch; `iteration` = peak -",
         "before), `torch.cuda.max_memory_allocated` on CUDA.",
         "",
-        "| case | networks | patch | method | s / iteration | ratio | peak (MB) | before (MB) | iteration (MB) |",
-        "|------|----------|-------|--------|---------------|-------|-----------|-------------|----------------|",
+        "| case | networks | patch | method | s / it | range (s) | ratio | peak (MB) | before (MB) | iteration (MB) |",
+        "|------|----------|-------|--------|--------|-----------|-------|-----------|-------------|----------------|",
     ]
     for r in results:
         gen, ndf, patch, kind, _ = CASES[r["case"]]
@@ -192,7 +194,8 @@ def write_report(results: list[dict], device: str, path: Path, command: str, rep
             m = r[method]
             shown = f"{ratio:.2f}" if method == "trainer" else ""
             lines.append(
-                f"| {r['case']} | {nets} | {patch} | {method} | {m['seconds']:.3f} | {shown} | {m['peak_mb']:.0f} "
+                f"| {r['case']} | {nets} | {patch} | {method} | {m['seconds']:.3f} "
+                f"| {min(m['all_seconds']):.3f}-{max(m['all_seconds']):.3f} | {shown} | {m['peak_mb']:.0f} "
                 f"| {m['before_mb']:.0f} | {m['peak_mb'] - m['before_mb']:.0f} |"
             )
     text = "\n".join(lines) + "\n"

@@ -105,24 +105,19 @@ def test_help_lists_every_command(capsys):
 def test_experiment_command_on_a_folder(tmp_path):
     folder = tmp_path / "images" / "nested"
     folder.mkdir(parents=True)
-    for name, image in [("camera", data.camera()), ("coins", data.coins()), ("astronaut", data.astronaut())]:
+    for name, image in [("camera", data.camera()[::2, ::2]), ("coins", data.coins())]:
         Image.fromarray(image).save(folder / f"{name}.png")
-    Image.fromarray(data.retina()[::4, ::4]).save(folder.parent / "retina.jpg")
+    Image.fromarray(data.retina()[::8, ::8]).save(folder.parent / "retina.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # truncated
     out = tmp_path / "report"
-    result = run_cli("lassim-experiment", str(tmp_path / "images"), "--out", str(out), "--size", "128", cwd=tmp_path)
+    result = run_cli("lassim-experiment", str(tmp_path / "images"), "--out", str(out), "--size", "96", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "skipped nested/broken.png" in result.stdout
     for name in ("scores.csv", "jsd.csv", "report.md", "density_Mdef_Hblur.png", "density_grid.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 * 9 and {r["image"] for r in rows} == {
-        "retina.jpg",
-        "nested/camera.png",
-        "nested/coins.png",
-        "nested/astronaut.png",
-    }
+    assert len(rows) == 3 * 9 and {r["image"] for r in rows} == {"retina.jpg", "nested/camera.png", "nested/coins.png"}
     report = (out / "report.md").read_text()
     assert "nested/broken.png" in report and "| M (25) | H (17) |" in report
     assert "lassim-experiment" in result.stderr  # the progress bar

@@ -137,6 +137,12 @@ def test_tiling_progress_and_cancel(tiny):
         tiny.enhance(ct_volume(3), cancel=event)
 
 
+def test_pixels_per_call_are_bounded():
+    """Large slices or windows shrink the batch (down to one), so memory does not grow with batch_size."""
+    inferer = EnhancementInferer(roi_size=1024, batch_size=8, max_pixels=2**21)
+    assert inferer._batch(256 * 256) == 8 and inferer._batch(1024 * 1024) == 2 and inferer._batch(4096**2) == 1
+
+
 def test_bad_inputs(tiny):
     with pytest.raises(InvalidImageError, match="NaN/Inf"):
         tiny.enhance(np.array([[0.0, np.nan], [1.0, 2.0]], np.float32))

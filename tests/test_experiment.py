@@ -74,7 +74,7 @@ def test_retina_blur_vs_deformation(retina_480x272):
 def test_small_run_separates_with_lassim_not_ssim(tmp_path):
     sources = [
         s
-        for s in builtin_sources(mni_slices=(60, 90, 120))
+        for s in builtin_sources(mni_slices=(60, 90))
         if s[0].split("/")[-1]
         in {
             "camera.png",
@@ -82,16 +82,14 @@ def test_small_run_separates_with_lassim_not_ssim(tmp_path):
             "astronaut.png",
             "brick.png",
             "coffee.png",
-            "grass.png",
             "moon.png",
             "axial_060",
             "axial_090",
-            "axial_120",
         }
     ]
-    assert len(sources) == 10
-    summary = run_experiment(sources, tmp_path, size=128, level=3, seed=1, progress=False)
-    assert len(summary["images"]) == 10 and not summary["skipped"]
+    assert len(sources) == 8
+    summary = run_experiment(sources, tmp_path, size=112, level=3, seed=1, progress=False)
+    assert len(summary["images"]) == 8 and not summary["skipped"]
     with open(tmp_path / "jsd.csv") as f:
         rows = {(r["alpha"], r["blur"]): r for r in csv.DictReader(f)}
     assert len(rows) == 9

@@ -231,6 +231,24 @@ def test_required_properties_and_monai_label_pipeline(workspace):
     np.testing.assert_allclose(data["pred"].affine.numpy(), loaded.affine, atol=1e-6)
 
 
+def test_network_def_matches_shipped_weights():
+    """inference.json's network_def is the architecture of the repository's model_config.json / model.pt."""
+    from monai.bundle import ConfigParser
+
+    from napari_uspmie.bundle import bundle_path
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_path() / "configs" / "inference.json"))
+    kwargs = {k: v for k, v in parser.get("network_def").items() if k != "_target_"}
+    assert kwargs == SHIPPED
+    models = bundle_path() / "models"
+    if (models / "model_config.json").is_file():
+        assert json.loads((models / "model_config.json").read_text()) == SHIPPED
+    if (models / "model.pt").is_file():  # trained weights, once shipped, load strictly
+        net = parser.get_parsed_content("network_def")
+        net.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+
+
 def test_ckpt_export_and_verify(workspace):
     bundle = workspace["bundle"]
     ts = workspace["root"] / "model.ts"

@@ -42,8 +42,12 @@ def test_compact_shipped_architecture():
 
 def test_init_normal_002_and_zero_bias():
     g = ResnetGenerator(ngf=16, n_blocks=3)
-    weights = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
-    biases = torch.cat([m.bias.flatten() for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+    weights = torch.cat(
+        [m.weight.detach().flatten() for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    )
+    biases = torch.cat(
+        [m.bias.detach().flatten() for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    )
     assert abs(float(weights.std()) - 0.02) < 0.001
     assert abs(float(weights.mean())) < 0.001
     assert float(biases.abs().max()) == 0.0

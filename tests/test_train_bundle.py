@@ -7,6 +7,7 @@ configuration (ngf 8, 2 residual blocks, 64x64) with a few real images per domai
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -93,7 +94,8 @@ def test_multi_gpu_config_wraps_all_four_networks_in_ddp():
 
 def test_metadata_verifies_against_local_schema():
     meta = CONFIGS / "metadata.json"
-    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA))
+    schema_md5 = hashlib.md5(SCHEMA.read_bytes()).hexdigest()  # the local copy is used, never downloaded
+    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA), hash_val=schema_md5)
     fmt = json.loads(meta.read_text())["network_data_format"]
     assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
     assert fmt["inputs"]["image"]["num_channels"] == fmt["outputs"]["pred"]["num_channels"] == 1
