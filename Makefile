@@ -28,7 +28,7 @@ system-deps:
 	bash scripts/install_system_deps.sh
 
 demo: install
-	$(PY) -m napari_uspmie demo --out $(OUT)/demo
+	$(PY) -m napari_uspmie demo $(OUT)/demo
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

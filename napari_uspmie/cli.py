@@ -97,10 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The command is the first bare word: options of the main parser take no values.
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if any(c.name == command for c in COMMANDS) else None)
+    chosen = next((c for c in COMMANDS if c.name == command), None)
+    if chosen is not None and chosen.add is None and argv[0] == command:
+        # A command with its own parser gets its arguments untouched (argparse's REMAINDER
+        # would swallow neither a leading ``--help`` nor other leading options).
+        run = getattr(import_module(chosen.module), chosen.run)
+        return _guarded(lambda: run(argv[1:]))
+    parser = build_parser(chosen.name if chosen is not None else None)
     args = parser.parse_args(argv)
+    return _guarded(lambda: args._run(args))
+
+
+def _guarded(call) -> int:
+    """Run a command; user errors become ``error: ...`` and exit code 2."""
     try:
-        return int(args._run(args) or 0)
+        return int(call() or 0)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
