@@ -15,3 +15,14 @@ def retina() -> np.ndarray:
 @pytest.fixture(scope="session")
 def retina_480x272(retina) -> np.ndarray:
     return cv2.resize(retina, (480, 272), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture
+def notifications():
+    """Napari notifications shown during the test (napari is imported only by tests using it)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)

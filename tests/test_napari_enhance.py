@@ -8,6 +8,7 @@ import torch
 from skimage import data, transform
 
 from napari_uspmie.networks import ResnetGenerator
+from tests.napari_helpers import notification_messages
 
 pytestmark = pytest.mark.gui
 
@@ -26,21 +27,6 @@ def save_checkpoint(path, kwargs=TINY, seed=0):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint_epoch=1.pt")
-
-
-@pytest.fixture
-def notifications():
-    """Napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
-
-
-def _messages(seen, severity: str) -> list[str]:
-    return [str(n.message) for n in seen if str(n.severity).lower().endswith(severity)]
 
 
 def _widget(viewer, checkpoint=None):
@@ -153,7 +139,7 @@ def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tmp_path, notificati
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.status.value == "cancelled"
     assert "big enhanced" not in viewer.layers
-    assert any("cancelled" in m for m in _messages(notifications, "info"))
+    assert any("cancelled" in m for m in notification_messages(notifications, "info"))
     assert 1 <= bar.n < bar.total  # stopped before the end
 
     # the napari progress bar's own cancel button does the same
@@ -171,31 +157,31 @@ def test_bad_inputs_notify(make_napari_viewer, qtbot, tmp_path, notifications, t
     timeseries = viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="4d")
     widget.image.value = timeseries
     assert widget.run() is None
-    assert any("only 2D" in m and "4d" in m for m in _messages(notifications, "error"))
+    assert any("only 2D" in m and "4d" in m for m in notification_messages(notifications, "error"))
     # a missing checkpoint
     image = viewer.add_image(np.zeros((16, 16), np.float32), name="img")
     widget.image.value = image
     widget.model.value = "checkpoint"
     widget.model_path.value = str(tmp_path / "missing.pt")
     assert widget.run() is None
-    assert any("missing.pt does not exist" in m for m in _messages(notifications, "error"))
+    assert any("missing.pt does not exist" in m for m in notification_messages(notifications, "error"))
     # a checkpoint that tries to run code when unpickled: refused by weights_only=True
     marker = tmp_path / "code-ran"
     torch.save({"evil": _RunsCode(str(marker))}, tmp_path / "evil.pt")
     widget.model_path.value = str(tmp_path / "evil.pt")
     _enhance(qtbot, widget, image)
     assert not marker.exists()
-    assert any("evil.pt" in m for m in _messages(notifications, "error"))
+    assert any("evil.pt" in m for m in notification_messages(notifications, "error"))
     assert "img enhanced" not in viewer.layers
     # NaN values: the enhancer's message reaches the user
     widget.model_path.value = str(tiny_checkpoint)
     bad = viewer.add_image(np.full((16, 16), np.nan, np.float32), name="nan")
     _enhance(qtbot, widget, bad)
-    assert any("NaN" in m for m in _messages(notifications, "error"))
+    assert any("NaN" in m for m in notification_messages(notifications, "error"))
     if not torch.cuda.is_available():
         widget.device.value = "cuda"
         assert widget.run() is None
-        assert any("no CUDA GPU" in m for m in _messages(notifications, "error"))
+        assert any("no CUDA GPU" in m for m in notification_messages(notifications, "error"))
 
 
 class _RunsCode:
@@ -239,7 +225,7 @@ def test_other_bundle_needs_confirmation(make_napari_viewer, qtbot, tmp_path, no
     widget.image.value = image
     assert widget.run() is None
     assert len(asked) == 1 and "can run Python code" in asked[0]
-    assert any("was not loaded" in m for m in _messages(notifications, "info"))
+    assert any("was not loaded" in m for m in notification_messages(notifications, "info"))
 
     answer(QMessageBox.StandardButton.Yes)
     _enhance(qtbot, widget, image)

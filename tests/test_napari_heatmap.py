@@ -8,25 +8,11 @@ from skimage import data, transform
 
 from napari_uspmie import lassim
 from napari_uspmie._heatmap_widget import lassim_heatmap
+from tests.napari_helpers import notification_messages
 
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-uspmie"
-
-
-@pytest.fixture
-def notifications():
-    """Messages of the napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
-
-
-def _messages(seen, severity: str) -> list[str]:
-    return [str(n.message) for n in seen if str(n.severity).lower().endswith(severity)]
 
 
 @pytest.fixture
@@ -112,7 +98,7 @@ def test_heatmap_3d_volume_and_thin_volume_fallback(make_napari_viewer, qtbot, n
     per_slice = [lassim(noisy[i], thin[i], level=3) for i in range(8)]
     assert heat.metadata["lassim_score"] == pytest.approx(np.mean(per_slice), abs=1e-9)
     assert heat.metadata["lassim_mode"] == "slice-wise 2D along axis 0"
-    assert any("slice-wise" in m for m in _messages(notifications, "info"))
+    assert any("slice-wise" in m for m in notification_messages(notifications, "info"))
 
 
 def test_heatmap_bad_input_notifies(make_napari_viewer, qtbot, notifications, camera64):
@@ -122,11 +108,11 @@ def test_heatmap_bad_input_notifies(make_napari_viewer, qtbot, notifications, ca
     widget = _dock(viewer)
     widget.original.value, widget.enhanced.value = viewer.layers["a"], viewer.layers["b"]
     _run(qtbot, widget)
-    assert any("differ in size" in m for m in _messages(notifications, "error"))
+    assert any("differ in size" in m for m in notification_messages(notifications, "error"))
     assert "b LaSSIM" not in viewer.layers
 
     # too small for the level along two axes: a clear message, no layer
     widget.original.value, widget.enhanced.value = viewer.layers["a"], viewer.layers["a"]
     widget.level.value = 5
     _run(qtbot, widget)
-    assert any("too small for LaSSIM at level 5" in m for m in _messages(notifications, "error"))
+    assert any("too small for LaSSIM at level 5" in m for m in notification_messages(notifications, "error"))
