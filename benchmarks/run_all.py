@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the reports")
+    parser.add_argument(
+        "--collect", action="store_true", help="run nothing: gather the reports already in --out into benchmarks.md"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -42,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(HERE / script), "--out", str(target if kind == "file" else args.out)]
         if args.quick:
             cmd.append("--quick")
-        print(f"== {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
-        result = subprocess.run(cmd, check=False)
-        print(f"   {script}: exit {result.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
-        if result.returncode != 0 or not target.is_file():
+        returncode = 0
+        if not args.collect:
+            print(f"== {' '.join(cmd[1:])}", flush=True)
+            t0 = time.perf_counter()
+            returncode = subprocess.run(cmd, check=False).returncode
+            print(f"   {script}: exit {returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if returncode != 0 or not target.is_file():
             failed.append(script)
             continue
         sections.append(target.read_text(encoding="utf-8"))
@@ -56,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     header = ["# Benchmarks", "", "Measured on:", ""]
     header += [f"- {k}: {v}" for k, v in info.items()]
     header += ["", "Reproduce with `make bench` (`python benchmarks/run_all.py --out docs`).", ""]
+    if args.collect:
+        header += [
+            "The sections below were measured by their own scripts at other times (each states its",
+            "load and threads); the machine line above was measured when this page was assembled.",
+            "",
+        ]
     page = "\n".join(header) + "\n" + "\n\n".join(s.strip() for s in sections) + "\n"
     (args.out / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {args.out / 'benchmarks.md'}")

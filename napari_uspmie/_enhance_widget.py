@@ -298,12 +298,14 @@ class EnhanceWidget(Container):
     def _on_progress(self, done: int, total: int) -> None:
         if self._pbar is None or not self._running:
             return  # a late event of a run whose result is already handled
+        # Status first: updating the progress bar can process pending events, among them this
+        # run's result, whose final status must not be overwritten afterwards.
+        if not (self._cancel and self._cancel.is_set()):
+            self._status.value = f"enhancing: {done}/{total}"
         if self._pbar.total != total:
             self._pbar.total = total
         if done > self._pbar.n:
             self._pbar.update(done - self._pbar.n)
-        if not (self._cancel and self._cancel.is_set()):
-            self._status.value = f"enhancing: {done}/{total}"
 
     def _on_returned(self, outcome: JobOutcome, layer, key: tuple) -> None:
         self._running = False
