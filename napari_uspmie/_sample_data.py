@@ -4,16 +4,20 @@ The volume is the MNI152 2009a symmetric T1 template (197 x 233 x 189 voxels, 1 
 that ships inside the nilearn package; it is read through the plugin's own reader, so it
 carries its NIfTI header and world placement. The degraded copy is one seeded draw of the
 low-quality acquisition model of :mod:`napari_uspmie.acquisition` (bias field, blur, haze,
-Rician noise), the kind of image LaMEGAN is meant to enhance.
+Rician noise), the kind of image LaMEGAN is meant to enhance. The template is the anatomy the
+shipped model was trained on; the third sample is the demo's subject the model never saw
+(dipy's T2-weighted ``aniso_vox.nii.gz``, resampled to the model's 1 mm pixels) and its
+degraded copy, exactly as ``python -m napari_uspmie demo`` prepares them.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["mni152_path", "brain_mri", "brain_mri_degraded", "DEGRADATION_SEED"]
+__all__ = ["mni152_path", "brain_mri", "brain_mri_degraded", "unseen_subject_degraded", "DEGRADATION_SEED"]
 
 MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 #: seed of the sample's degradation, so that every user sees the same degraded image
@@ -59,3 +63,20 @@ def brain_mri_degraded(severity: float = 1.0) -> list[tuple[Any, dict, str]]:
     meta["degradation"] = {"model": "napari_uspmie.acquisition", "seed": DEGRADATION_SEED, "severity": severity}
     degraded_kwargs = dict(kwargs, name="MNI152 T1 degraded", metadata=meta)
     return [(data, kwargs, kind), (degraded, degraded_kwargs, kind)]
+
+
+def unseen_subject_degraded() -> list[tuple[Any, dict, str]]:
+    """The demo's held-out subject (clean, 1 mm) and its degraded copy, read like any NIfTI file.
+
+    Raises:
+        ValueError: dipy, which ships the volume, is not installed.
+    """
+    from napari_uspmie._reader import layer_data_tuple
+    from napari_uspmie.demo import DEFAULT_SUBJECT, prepare_demo_volume
+
+    with tempfile.TemporaryDirectory() as tmp:
+        degraded_path, clean_path = prepare_demo_volume(tmp, DEFAULT_SUBJECT)
+        layers = [layer_data_tuple(clean_path), layer_data_tuple(degraded_path)]
+    for (_, kwargs, _), name in zip(layers, ("unseen subject", "unseen subject degraded"), strict=True):
+        kwargs["name"] = name
+    return layers

@@ -39,15 +39,21 @@ from napari_uspmie.niqe import NIQEModel
 __all__ = ["DEMO_SEED", "SUBJECTS", "prepare_demo_volume", "run_demo", "main"]
 
 DEMO_SEED = 2024
-#: Demo volumes: name -> (package, file, description). ``mni`` is the sample-data template: its
-#: anatomy is the training subject's (only this 3D degradation draw is new); the others are
-#: subjects the model never saw. ``aniso_vox`` needs dipy.
+#: Demo volumes: name -> (package, file, description). ``aniso_vox`` and ``anatomical`` are
+#: subjects the model never saw; ``mni`` is the template whose other slices it was trained on
+#: (only its 3D degradation draw is new).
 SUBJECTS = {
-    "mni": (*MNI_T1, "MNI152 T1 template (training anatomy, new 3D degradation)"),
-    "anatomical": (*HELD_OUT_VOLUMES["nibabel_anatomical"], "held-out subject: nibabel anatomical.nii, 2 mm, cropped"),
-    "aniso_vox": (*HELD_OUT_VOLUMES["dipy_aniso_vox"], "held-out subject: dipy aniso_vox.nii.gz, 4x4x5 mm"),
+    "aniso_vox": (
+        *HELD_OUT_VOLUMES["dipy_aniso_vox"],
+        "held-out subject: dipy aniso_vox.nii.gz, T2-weighted head, 4 x 4 x 5 mm",
+    ),
+    "anatomical": (
+        *HELD_OUT_VOLUMES["nibabel_anatomical"],
+        "held-out subject: nibabel anatomical.nii, T1, 2 mm, cropped field of view",
+    ),
+    "mni": (*MNI_T1, "MNI152 T1 template (the training anatomy, new 3D degradation)"),
 }
-DEFAULT_SUBJECT = "mni"
+DEFAULT_SUBJECT = "aniso_vox"
 
 
 def prepare_demo_volume(

@@ -194,6 +194,9 @@ class CycleGANTrainer(Trainer):
         if amp and device.type != "cuda":
             logger.info("AMP requested on %s: mixed precision is used on CUDA only, training in fp32.", device)
             amp = False
+        # Before the base class attaches the handlers: checkpoint handlers save and restore the pools.
+        self.pool_a = ImagePool(pool_size, seed=seed)  # fakes of domain A, shown to D_B
+        self.pool_b = ImagePool(pool_size, seed=None if seed is None else seed + 1)  # fakes of domain B, for D_A
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -229,8 +232,6 @@ class CycleGANTrainer(Trainer):
         self.gan_loss = gan_loss if gan_loss is not None else LSGANLoss()
         self.cycle_loss = cycle_loss if cycle_loss is not None else nn.L1Loss()
         self.inferer = inferer if inferer is not None else SimpleInferer()
-        self.pool_a = ImagePool(pool_size, seed=seed)  # fakes of domain A, shown to D_B
-        self.pool_b = ImagePool(pool_size, seed=None if seed is None else seed + 1)  # fakes of domain B, for D_A
         self.optim_set_to_none = optim_set_to_none
         self.checkpoint_dir = checkpoint_dir
 

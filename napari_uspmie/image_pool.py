@@ -7,6 +7,8 @@ older ones, which damps oscillation between generator and discriminator.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -57,8 +59,21 @@ class ImagePool:
                 out.append(image)
             elif self._rng.random() < self.swap_prob:
                 index = self._rng.randrange(self.pool_size)
-                out.append(self.images[index].clone())
+                out.append(self.images[index].to(image.device, copy=True))
                 self.images[index] = image.clone()
             else:
                 out.append(image)
         return torch.cat(out, dim=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stored images (on CPU) and the random generator's state, for checkpoints."""
+        return {"images": [image.cpu() for image in self.images], "rng": self._rng.getstate()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (stored images move to the fakes' device when returned)."""
+        images = list(state["images"])
+        if len(images) > self.pool_size:
+            raise ValueError(f"checkpoint pool holds {len(images)} images, more than pool_size={self.pool_size}.")
+        self.images = images
+        rng = state["rng"]
+        self._rng.setstate((rng[0], tuple(rng[1]), rng[2]))

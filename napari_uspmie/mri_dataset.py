@@ -10,6 +10,15 @@ Sources (all offline, read from installed packages):
   (*different* slices degraded by :mod:`napari_uspmie.acquisition`, ``A/``): the two domains
   never share an anatomical position, so they are unpaired by construction. Slices are centred on a
   :data:`CANVAS`-pixel square (1 mm pixels) so that training needs no resizing.
+  Because one template is a single anatomy at one resolution and one contrast, every training
+  slice (A before degradation, and B) gets a seeded **appearance draw** (:func:`vary_appearance`):
+  with probability :data:`LOW_RES_PROB` it is acquired at a coarser in-plane resolution
+  (:data:`LOW_RES_MM` per axis, resampled back to 1 mm like a clinical volume viewed at 1 mm), and
+  its contrast is bent by a gamma in ``exp(+-GAMMA_LOG_RANGE)``, and with probability
+  :data:`REMAP_PROB` its tissue intensities are remapped by a random lookup curve (background stays
+  dark; CSF may become bright as in T2-weighted images). Clean domain B then spans resolutions and
+  contrasts beyond the template's T1, so the generator learns to remove the acquisition
+  degradations, not to turn every image into the template. Held-out slices stay untouched.
 * **Held-out subjects**, whole volumes never used for training, resampled to 1 mm: nibabel's
   ``tests/data/anatomical.nii`` (a 2 mm T1), and when dipy is installed its ``aniso_vox.nii.gz``
   (a 4 x 4 x 5 mm T1) and ``t1_coronal_slice.npy`` (a 256 x 256 T1 slice).
@@ -54,6 +63,7 @@ __all__ = [
     "package_file",
     "load_unit_volume",
     "split_slices",
+    "vary_appearance",
     "build_mri_dataset",
     "main",
 ]
@@ -72,6 +82,18 @@ HELD_OUT_VOLUMES = {
 }
 HELD_OUT_2D = {"dipy_t1_coronal": ("dipy", "data/files/t1_coronal_slice.npy")}
 ORIENTATIONS = ("axial", "coronal", "sagittal")
+#: Probability that a training slice is re-acquired at a coarser resolution.
+LOW_RES_PROB = 0.5
+#: Range of the coarser pixel size (mm, drawn per axis) of such a slice.
+LOW_RES_MM = (1.5, 4.5)
+#: Contrast variation: gamma drawn log-uniformly in ``exp(+-GAMMA_LOG_RANGE)``.
+GAMMA_LOG_RANGE = 0.3
+#: Appearance draws per training slice: more variety from one template.
+DRAWS = 2
+#: Probability of a random tissue-contrast lookup curve (see :func:`vary_appearance`).
+REMAP_PROB = 0.35
+#: Knots of that curve on ``[0, 1]``; the value at 0 stays 0, the others are drawn in ``[0.15, 1]``.
+REMAP_KNOTS = 6
 
 
 def package_file(package: str, relative: str) -> Path | None:
@@ -156,6 +178,52 @@ def split_slices(indices: Sequence[int]) -> dict[str, list[int]]:
     return split
 
 
+def vary_appearance(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+    """One seeded appearance draw of a clean ``[0, 1]`` slice: resolution and contrast.
+
+    With probability :data:`LOW_RES_PROB` the slice is averaged over coarser pixels (a Gaussian of
+    the box's standard deviation, ``pixel / sqrt(12)``, then linear resampling down to that pixel
+    size and back to the original grid). With probability :data:`REMAP_PROB` intensities pass
+    through a random piecewise-linear curve through :data:`REMAP_KNOTS` evenly spaced knots (0 maps
+    to 0, the others to values drawn in ``[0.15, 1]``, rescaled so the brightest is 1; the curve need
+    not be monotone, which swaps tissue contrasts). Then ``x ** gamma``. Zero stays zero.
+
+    Returns:
+        ``(image, params)`` with ``params = {"pixel_y", "pixel_x", "gamma", "remap"}`` (pixel sizes
+        in mm, 1 = unchanged; ``remap`` the curve's values at the knots, ``[]`` when not remapped).
+    """
+    pixel = (1.0, 1.0)
+    if rng.random() < LOW_RES_PROB:
+        pixel = tuple(float(p) for p in rng.uniform(*LOW_RES_MM, size=2))
+    remap: list[float] = []
+    if rng.random() < REMAP_PROB:
+        values = rng.uniform(0.15, 1.0, size=REMAP_KNOTS - 1)
+        remap = [0.0, *(float(v) for v in values / values.max())]
+    gamma = float(np.exp(rng.uniform(-GAMMA_LOG_RANGE, GAMMA_LOG_RANGE)))
+    out = np.asarray(image, dtype=np.float64)
+    if pixel != (1.0, 1.0):
+        smooth = ndimage.gaussian_filter(out, [p / np.sqrt(12.0) for p in pixel], mode="nearest")
+        coarse_shape = [max(2, round(n / p)) for n, p in zip(out.shape, pixel, strict=True)]
+        coarse = ndimage.zoom(
+            smooth,
+            [c / n for c, n in zip(coarse_shape, out.shape, strict=True)],
+            order=1,
+            grid_mode=True,
+            mode="nearest",
+        )
+        out = ndimage.zoom(
+            coarse,
+            [n / c for n, c in zip(out.shape, coarse.shape, strict=True)],
+            order=1,
+            grid_mode=True,
+            mode="nearest",
+        )
+    out = np.clip(out, 0.0, 1.0)
+    if remap:
+        out = np.interp(out, np.linspace(0.0, 1.0, REMAP_KNOTS), remap)
+    return out**gamma, {"pixel_y": pixel[0], "pixel_x": pixel[1], "gamma": gamma, "remap": remap}
+
+
 def _save_png(path: Path, unit_image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.clip(unit_image, 0, 1) * 255).astype(np.uint8)).save(path)
@@ -171,6 +239,32 @@ def _degrade(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[n
     return apply_acquisition(image, params, rng), params.as_dict()
 
 
+def _write_slice(
+    out: Path,
+    part: str,
+    name: str,
+    template: np.ndarray,
+    key: list[int],
+    draw: int,
+    severity: float,
+    vary: bool,
+    manifest: dict,
+) -> None:
+    """Write one MNI slice of ``part`` (``A``, ``B`` or ``heldout``) and record its draws."""
+    clean = template
+    if part != "heldout" and vary:
+        # Draw 0 keeps the seed stream of a single-draw dataset; further draws get their own.
+        clean, look = vary_appearance(clean, np.random.default_rng([*key, 7] + ([draw] if draw else [])))
+        manifest["appearance"][f"{part}/{name}.png"] = look
+    if part in ("B", "heldout"):
+        _save_png(out / ("B" if part == "B" else "heldout/slices/clean") / f"{name}.png", clean)
+    if part != "B":
+        degraded, params = _degrade(clean, key + ([draw] if draw else []), severity)
+        dest = "A" if part == "A" else "heldout/slices/degraded"
+        _save_png(out / dest / f"{name}.png", degraded)
+        manifest["degradations"][f"{dest}/{name}.png"] = params
+
+
 def build_mri_dataset(
     out_dir: str | Path,
     seed: int = 0,
@@ -178,6 +272,8 @@ def build_mri_dataset(
     fit_niqe: bool = True,
     orientations: Sequence[str] = ORIENTATIONS,
     volumes: Sequence[str] | None = None,
+    vary: bool = True,
+    draws: int = DRAWS,
 ) -> dict:
     """Write the unpaired training set and the held-out evaluation data (see the module docstring).
 
@@ -189,6 +285,9 @@ def build_mri_dataset(
         orientations: which MNI slice orientations to use (all three by default).
         volumes: names of the held-out subjects to write (keys of :data:`HELD_OUT_VOLUMES` and
             :data:`HELD_OUT_2D`); ``None`` writes all that are installed.
+        vary: give each training slice an appearance draw (:func:`vary_appearance`); ``False``
+            trains on the template as it is.
+        draws: appearance draws written per training slice (each a separate file).
 
     Returns:
         The manifest (also written to ``manifest.json``).
@@ -214,6 +313,8 @@ def build_mri_dataset(
         "split": {},
         "degradations": {},
         "heldout_volumes": {},
+        "appearance": {},
+        "draws": draws if vary else 1,
     }
     for o_id, orientation in enumerate(ORIENTATIONS):
         if orientation not in orientations:
@@ -222,17 +323,12 @@ def build_mri_dataset(
         fg = (np.moveaxis(mni, axis, 0) > 0.1).reshape(mni.shape[axis], -1).mean(axis=1)
         split = split_slices([int(i) for i in np.flatnonzero(fg >= MIN_FOREGROUND)])
         manifest["split"][orientation] = split
-        for part, folder in (("A", "A"), ("B", "B"), ("heldout", "heldout/slices/clean")):
+        for part in ("A", "B", "heldout"):
             for index in split[part]:
-                name = f"mni_{orientation}_{index:03d}"
-                clean = fit_canvas(get_slice(mni, orientation, index))
-                if part == "B" or part == "heldout":
-                    _save_png(out / folder / f"{name}.png", clean)
-                if part != "B":
-                    degraded, params = _degrade(clean, [seed, o_id, index], severity)
-                    dest = "A" if part == "A" else "heldout/slices/degraded"
-                    _save_png(out / dest / f"{name}.png", degraded)
-                    manifest["degradations"][f"{dest}/{name}.png"] = params
+                template = fit_canvas(get_slice(mni, orientation, index))
+                for draw in range(draws if part != "heldout" and vary else 1):
+                    name = f"mni_{orientation}_{index:03d}" + (f"_v{draw}" if draw else "")
+                    _write_slice(out, part, name, template, [seed, o_id, index], draw, severity, vary, manifest)
     for k, (name, (package, rel)) in enumerate(HELD_OUT_2D.items()):
         path = package_file(package, rel)
         if path is None or name not in wanted:
@@ -279,12 +375,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradations (default 0)")
     parser.add_argument("--severity", type=float, default=1.0, help="degradation strength (default 1.0)")
     parser.add_argument("--no-niqe", action="store_true", help="skip fitting the NIQE pristine model")
+    parser.add_argument("--draws", type=int, default=DRAWS, help=f"appearance draws per training slice ({DRAWS})")
+    parser.add_argument(
+        "--no-appearance", action="store_true", help="train on the template as it is (no resolution/contrast draws)"
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the dataset from parsed arguments and print a one-line summary."""
-    manifest = build_mri_dataset(args.out_dir, seed=args.seed, severity=args.severity, fit_niqe=not args.no_niqe)
+    manifest = build_mri_dataset(
+        args.out_dir,
+        seed=args.seed,
+        severity=args.severity,
+        fit_niqe=not args.no_niqe,
+        vary=not args.no_appearance,
+        draws=args.draws,
+    )
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     print(f"wrote {args.out_dir}: {counts}")
     return 0

@@ -78,8 +78,14 @@ def parse_resume(resume: Any) -> bool | str:
     return text
 
 
+def engine_pools(engine: Engine) -> dict[str, Any]:
+    """The trainer's fake-image pools by checkpoint key (none for engines without pools)."""
+    names = {"image_pool_a": "pool_a", "image_pool_b": "pool_b"}
+    return {key: getattr(engine, attr) for key, attr in names.items() if hasattr(engine, attr)}
+
+
 class TrainingCheckpointSaver:
-    """MONAI ``CheckpointSaver`` of ``save_dict`` plus the trainer, every ``save_interval`` epochs.
+    """MONAI ``CheckpointSaver`` of ``save_dict`` plus the trainer and its image pools, every ``save_interval`` epochs.
 
     Files are ``save_dir/checkpoint_epoch=N.pt``; the newest ``n_saved`` are kept, and an
     older one is deleted only after a newer one was written.
@@ -121,7 +127,7 @@ class TrainingCheckpointSaver:
 
         CheckpointSaver(
             save_dir=self.save_dir,
-            save_dict={**self.save_dict, self.trainer_key: engine},
+            save_dict={**self.save_dict, **engine_pools(engine), self.trainer_key: engine},
             save_interval=self.save_interval,
             n_saved=self.n_saved,
             epoch_level=True,
@@ -129,7 +135,9 @@ class TrainingCheckpointSaver:
 
 
 class ResumeFromCheckpoint:
-    """Continue training from a checkpoint: epoch count, networks, optimizers, schedulers.
+    """Continue training from a checkpoint: epoch count, networks, optimizers, schedulers, image pools.
+
+    Pools are restored when the checkpoint holds them (older checkpoints resume with empty pools).
 
     Args:
         ckpt_dir: folder searched for the newest ``checkpoint_epoch=N.pt``.
@@ -171,9 +179,11 @@ class ResumeFromCheckpoint:
         if path is None:
             return
         logger.info("resuming from %s", path)
+        saved_keys = set(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
+        pools = {key: pool for key, pool in engine_pools(engine).items() if key in saved_keys}
         # Load on CPU; load_state_dict then copies to wherever the networks live.
         CheckpointLoader(
-            load_path=str(path), load_dict={**self.load_dict, self.trainer_key: engine}, map_location="cpu"
+            load_path=str(path), load_dict={**self.load_dict, **pools, self.trainer_key: engine}, map_location="cpu"
         ).attach(engine)
 
 

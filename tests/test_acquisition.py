@@ -86,6 +86,18 @@ def test_bias_field_is_smooth_and_only_attenuates():
     np.testing.assert_array_equal(bias_field((5, 5), np.random.default_rng(1), 0.0), np.ones((5, 5)))
 
 
+@pytest.mark.parametrize("shape", [(64, 80), (23, 31, 17)])
+def test_bias_field_is_the_cubic_spline_through_its_control_grid(shape):
+    """The separable evaluation equals scipy's n-D spline at the image grid's coordinates."""
+    from scipy import ndimage
+
+    ctrl = np.random.default_rng(3).standard_normal((4,) * len(shape))
+    coords = np.meshgrid(*[np.linspace(0, 3, n) for n in shape], indexing="ij")
+    f = ndimage.map_coordinates(ctrl, coords, order=3, mode="nearest")
+    expected = np.exp(-0.3 * (f - f.min()) / (f.max() - f.min()))
+    np.testing.assert_allclose(bias_field(shape, np.random.default_rng(3), 0.3), expected, rtol=0, atol=1e-12)
+
+
 def test_rician_noise_on_zero_signal_is_rayleigh():
     noise = rician_noise(np.zeros((200, 200)), 0.05, np.random.default_rng(0))
     # The magnitude of pure complex Gaussian noise has mean sigma * sqrt(pi / 2).

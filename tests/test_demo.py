@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from napari_uspmie.bundle import bundle_path
-from napari_uspmie.demo import SUBJECTS, main, prepare_demo_volume
+from napari_uspmie.demo import DEFAULT_SUBJECT, SUBJECTS, main, prepare_demo_volume
+from napari_uspmie.mri_dataset import HELD_OUT_VOLUMES
 
 
 def test_prepare_demo_volume_is_seeded_and_keeps_geometry(tmp_path):
@@ -23,6 +24,8 @@ def test_prepare_demo_volume_is_seeded_and_keeps_geometry(tmp_path):
     with pytest.raises(ValueError, match="unknown demo subject"):
         prepare_demo_volume(tmp_path / "c", "nope")
     assert "mni" in SUBJECTS
+    # The README's demo runs on a subject the model never saw, not on the training template.
+    assert SUBJECTS[DEFAULT_SUBJECT][:2] in HELD_OUT_VOLUMES.values()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_uspmie.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices
+from napari_uspmie.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices, vary_appearance
 
 SMALL = {"orientations": ("axial",), "volumes": ("nibabel_anatomical",), "fit_niqe": False}
 
@@ -79,11 +79,47 @@ def test_deterministic_for_a_seed(built, tmp_path):
     same = nib.load(str(tmp_path / "same/heldout/volumes/nibabel_anatomical_degraded.nii.gz"))
     ref = nib.load(str(root / "heldout/volumes/nibabel_anatomical_degraded.nii.gz"))
     np.testing.assert_array_equal(np.asanyarray(same.dataobj), np.asanyarray(ref.dataobj))
-    build_mri_dataset(tmp_path / "other", seed=6, orientations=("axial",), volumes=(), fit_niqe=False)
-    other = _digest(tmp_path / "other")
-    ref_digest = _digest(root)
-    assert all(other[k] == ref_digest[k] for k in other if k.startswith("B/"))  # clean data does not move
-    assert any(other[k] != ref_digest[k] for k in other if k.startswith("A/"))  # degradations do
+    plain = {}
+    for s in (5, 6):
+        build_mri_dataset(
+            tmp_path / f"plain{s}", seed=s, orientations=("axial",), volumes=(), fit_niqe=False, vary=False
+        )
+        plain[s] = _digest(tmp_path / f"plain{s}")
+    assert all(plain[6][k] == plain[5][k] for k in plain[6] if k.startswith("B/"))  # the template does not move
+    assert any(plain[6][k] != plain[5][k] for k in plain[6] if k.startswith("A/"))  # degradations do
+    assert not any("_v1" in k for k in plain[5])  # one file per slice without appearance draws
+
+
+def test_appearance_draws_vary_resolution_and_contrast(built):
+    root, manifest = built
+    looks = manifest["appearance"]
+    assert manifest["draws"] == 2 and len(looks) == manifest["counts"]["A"] + manifest["counts"]["B"]
+    assert {f"B/{p.name}" for p in (root / "B").glob("*_v1.png")} <= set(looks)
+    low_res = [k for k, v in looks.items() if v["pixel_x"] > 1 or v["pixel_y"] > 1]
+    remapped = [k for k, v in looks.items() if v["remap"]]
+    assert 0.3 < len(low_res) / len(looks) < 0.7 and 0.15 < len(remapped) / len(looks) < 0.55
+
+
+def test_vary_appearance_effects():
+    yy, xx = np.mgrid[:128, :128]
+    image = np.where((yy // 8 + xx // 8) % 2 == 0, 0.9, 0.4) * ((yy - 64) ** 2 + (xx - 64) ** 2 < 50**2)
+    edges = lambda a: (np.diff(a, axis=1) ** 2).sum()  # noqa: E731  gradient energy: blur lowers it
+    seen = {"low_res": False, "remap": False}
+    for seed in range(40):
+        out, look = vary_appearance(image, np.random.default_rng(seed))
+        again, _ = vary_appearance(image, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, again)
+        assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+        assert np.all(out[image == 0][:100] < 1e-6) or look["pixel_x"] > 1  # background stays dark
+        if look["pixel_x"] > 2 and look["pixel_y"] > 2 and not look["remap"]:
+            seen["low_res"] = True
+            assert edges(out) < 0.8 * edges(image ** look["gamma"])  # coarser pixels: softer edges
+        if look["remap"] and look["pixel_x"] == 1:
+            seen["remap"] = True
+            curve = np.interp([0.4, 0.9], np.linspace(0, 1, len(look["remap"])), look["remap"])
+            np.testing.assert_allclose(out[image == 0.4][0], curve[0] ** look["gamma"], rtol=1e-9)
+            np.testing.assert_allclose(out[image == 0.9][0], curve[1] ** look["gamma"], rtol=1e-9)
+    assert all(seen.values())
 
 
 def test_cli_and_bad_arguments(tmp_path, capsys):

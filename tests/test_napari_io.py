@@ -214,6 +214,22 @@ def test_sample_data_brain_and_degraded_copy(make_napari_viewer):
     assert degraded.metadata["degradation"]["seed"] == 0
 
 
+def test_sample_data_unseen_subject_is_the_demo_volume(make_napari_viewer, tmp_path):
+    from napari_uspmie.demo import prepare_demo_volume
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "unseen_subject_degraded")
+    clean, degraded = viewer.layers["unseen subject"], viewer.layers["unseen subject degraded"]
+    demo_degraded, demo_clean = prepare_demo_volume(tmp_path)
+    # napari shows volumes slices-first; the demo writes RAS x, y, z: same voxels, same world placement.
+    expected = np.asanyarray(nib.load(str(demo_degraded)).dataobj)
+    assert degraded.data.shape == expected.shape[::-1] == clean.data.shape
+    np.testing.assert_array_equal(np.sort(degraded.data, axis=None), np.sort(expected, axis=None))
+    np.testing.assert_allclose(degraded.affine.affine_matrix, clean.affine.affine_matrix)
+    np.testing.assert_allclose(np.abs(degraded.scale), 1.0)  # the model's 1 mm pixels
+    assert not np.array_equal(degraded.data, clean.data)
+
+
 def test_napari_geometry_plain_images():
     assert napari_geometry({"format": "png", "spacing": (1.0, 1.0), "affine": None}, 2) == {
         "scale": (1.0, 1.0),
@@ -226,7 +242,11 @@ def test_manifest_is_found_and_imports():
 
     manifest = PluginManifest.from_distribution("napari-uspmie")
     assert {w.display_name for w in manifest.contributions.widgets} == {"Enhance (LaMEGAN)", "LaSSIM heatmap"}
-    assert {s.key for s in manifest.contributions.sample_data} == {"brain_mri", "brain_mri_degraded"}
+    assert {s.key for s in manifest.contributions.sample_data} == {
+        "brain_mri",
+        "brain_mri_degraded",
+        "unseen_subject_degraded",
+    }
     manifest.validate_imports()
 
 

@@ -124,6 +124,17 @@ def test_image_pool_fills_then_swaps_half_the_time():
     assert not half.query(fake).requires_grad and not any(x.requires_grad for x in half.images)
 
 
+def test_image_pool_state_round_trip_continues_identically():
+    pool = ImagePool(4, seed=3)
+    pool.query(torch.randn(6, 1, 2, 2))
+    restored = ImagePool(4, seed=99)
+    restored.load_state_dict(pool.state_dict())
+    new = torch.randn(5, 1, 2, 2)
+    assert torch.equal(pool.query(new), restored.query(new))  # same stored images, same random choices
+    with pytest.raises(ValueError, match="pool_size"):
+        ImagePool(2).load_state_dict(pool.state_dict())
+
+
 def test_linear_decay_policy_and_resume_keeps_new_schedule():
     f = LinearDecayLambda(200, 100)
     assert [f(e) for e in (0, 199)] == [1.0, 1.0]
@@ -283,6 +294,7 @@ def first_run(tmp_path_factory):
         "monai_bundle/configs/train.json", REPO, _env(tmp),
         "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp / "ckpt"), "--output_dir", str(tmp / "out"),
         "--n_epochs", "1", "--n_epochs_decay", "1", "--perceptual_loss", "vgg19", "--vgg_weights", str(weights),
+        "--pool_size", "20",
     )  # fmt: skip
     return tmp, result
 
@@ -297,8 +309,9 @@ def test_cli_trains_two_epochs_and_writes_everything(first_run):
     ckpt = torch.load(ckpt_dir / "checkpoint_epoch=2.pt", weights_only=True)
     assert set(ckpt) == {
         "generator_ab", "generator_ba", "discriminator_a", "discriminator_b", "optimizer_g", "optimizer_d",
-        "lr_scheduler_g", "lr_scheduler_d", "trainer", "network_def_kwargs",
+        "lr_scheduler_g", "lr_scheduler_d", "trainer", "network_def_kwargs", "image_pool_a", "image_pool_b",
     }  # fmt: skip
+    assert len(ckpt["image_pool_a"]["images"]) == len(ckpt["image_pool_b"]["images"]) == 2 * 5  # every fake so far
     assert ckpt["trainer"]["iteration"] == 2 * 5 and ckpt["network_def_kwargs"] == TINY  # 2 epochs x 5 A items
     kwargs = json.loads((ckpt_dir / "model_config.json").read_text())
     generator = ResnetGenerator(**kwargs)
@@ -321,7 +334,7 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     result = _run_bundle(
         str(bundle / "configs" / "train.json"), elsewhere, _env(tmp),
         "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "ckpt"), "--resume", "True",
-        "--n_epochs", "2", "--n_epochs_decay", "1", "--perceptual_loss", "lassim",
+        "--n_epochs", "2", "--n_epochs_decay", "1", "--perceptual_loss", "lassim", "--pool_size", "20",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     epochs = set(re.findall(r"Epoch: (\d+)/3", result.stdout + result.stderr))
@@ -331,6 +344,7 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     assert iterations == 3 * 5  # 3 epochs x 5 domain-A items
     adam_steps = {int(s["step"]) for s in ckpt["optimizer_g"]["state"].values()}
     assert adam_steps == {iterations}  # optimizer state continued too
+    assert len(ckpt["image_pool_b"]["images"]) == 3 * 5  # the pools were restored, not restarted empty
     # bundle_root resolved to the copied bundle, not to the working directory.
     assert list((bundle / "runs" / "samples").glob("epoch_0003_*.png"))
 
