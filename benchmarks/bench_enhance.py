@@ -1,186 +1,286 @@
-"""Enhancement throughput: ``Enhancer.enhance`` against a plain eager fp32 forward of the same generator.
+"""Enhancement throughput against a plain eager fp32 forward of the same weights.
 
-The generator is the shipped architecture (grey, ngf 16, 6 residual blocks) with random weights
-(speed does not depend on them). The plain forward gets a float tensor already in [-1, 1] and
-returns one; ``Enhancer.enhance`` takes and returns numpy arrays in the image's own units and does
-everything a user needs (intensity window and back, layout, padding to a multiple of 4, slice
-batching, tiling with Gaussian blending), so the ratio is the cost of that convenience.
+For the shipped generator (grey, ngf 16, 6 residual blocks) and the paper's (RGB, ngf 64,
+9 blocks), random weights (speed does not depend on them):
 
-Cases: 2D 256x256 and 512x512 images (batch 1), a batch of 8 slices, a 3D volume (slices per
-second), a 2048x2048 image (tiled at 512 by the enhancer, whole for the eager forward), and the
-peak memory of a tiled 4096x4096 enhancement, measured in a child process (``ru_maxrss``) against a
-child that only loads the same image.
+* the baseline: ``network(x)`` in fp32 under ``no_grad`` on a ready [-1, 1] tensor, ``batch``
+  images per call, results back on the CPU;
+* ``Enhancer.enhance``: numpy in, numpy out (intensity window and back, layout, padding,
+  batching of slices, tiling), eager network;
+* ``Enhancer(compile=True).enhance``: the same with the network through ``torch.compile``
+  (Inductor, frozen weights); its first call per shape compiles and is reported apart.
+
+Each case reports seconds (best of interleaved runs, so every side sees the same machine
+load), the speedup over the baseline, the convolution FLOPs counted from the layer shapes,
+the achieved fraction of the machine's measured matmul FLOP/s and the peak memory each side
+adds. A second table times single inference techniques on the bare network.
 
 Run from the repository root::
 
     python benchmarks/bench_enhance.py             # full run, writes docs/benchmarks_enhance.md
-    python benchmarks/bench_enhance.py --quick     # smaller sizes, a minute, for CI
+    python benchmarks/bench_enhance.py --quick     # a tiny network, for CI
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import subprocess
+import shutil
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, matmul_gflops, peak_rss_mb, timeit  # noqa: E402
+from flops import conv_flops  # noqa: E402
+from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: E402
 
-from napari_uspmie.enhance import Enhancer  # noqa: E402
+from napari_uspmie.enhance import Enhancer, compile_network  # noqa: E402
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
 
-SHIPPED = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
+MODELS = {
+    "shipped": {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"},
+    "paper": {"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9, "norm": "instance"},
+    "tiny": {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"},
+}
+# (label, images, side, images per call); a "volume" label marks a (D, H, W) grey volume.
+FULL_CASES = {
+    "shipped": [
+        ("2D 256x256, batch 1", 1, 256, 1),
+        ("8 images 256x256, batch 8", 8, 256, 8),
+        ("2D 512x512, batch 1", 1, 512, 1),
+        ("8 images 512x512, batch 8", 8, 512, 8),
+        ("3D volume 48x256x256, batch 8", 48, 256, 8),
+    ],
+    "paper": [
+        ("2D 256x256, batch 1", 1, 256, 1),
+        ("8 images 256x256, batch 8", 8, 256, 8),
+        ("2D 512x512, batch 1", 1, 512, 1),
+    ],
+}
+QUICK_CASES = {"tiny": [("2D 64x64, batch 1", 1, 64, 1), ("3D volume 4x64x64, batch 2", 4, 64, 2)]}
+TRIAL_CASE = {"shipped": (8, 256), "paper": (1, 256), "tiny": (2, 64)}
 
 
-def make_enhancer(device: str | None) -> Enhancer:
+def make_network(model: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return Enhancer(ResnetGenerator(**SHIPPED), device=device, tile_size=1024, batch_size=8)
+    return ResnetGenerator(**MODELS[model]).eval()
 
 
-def high_water_mb() -> float:
-    """Peak RSS of this process since it started (``VmHWM``; unlike ``ru_maxrss`` not inherited over exec)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mb()
-
-
-def image(shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+def make_array(images: int, side: int, channels: int, volume: bool) -> np.ndarray:
+    """uint8 photographs (RGB when ``channels`` is 3) or an int16 volume, random content."""
     rng = np.random.default_rng(0)
-    hi = 255 if dtype == np.uint8 else 2000
-    return (rng.random(shape) * hi).astype(dtype)
+    if volume:
+        return (rng.random((images, side, side)) * 2000 - 1000).astype(np.int16)
+    shape = (images, side, side) + ((3,) if channels == 3 else ())
+    array = (rng.random(shape) * 255).astype(np.uint8)
+    return array[0] if images == 1 else array
 
 
-def eager(net: torch.nn.Module, x: torch.Tensor, device: str, batch: int) -> None:
-    """The baseline: fp32 forward, no_grad, ``batch`` images per call, result back on the CPU."""
+def eager_forward(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> None:
+    """The baseline: fp32 forward under no_grad, ``batch`` images per call, results back on the CPU."""
     with torch.no_grad():
         for start in range(0, x.shape[0], batch):
             net(x[start : start + batch].to(device)).cpu()
 
 
-def bench_case(enh: Enhancer, array: np.ndarray, batch: int, tile: int, repeats: int) -> dict:
-    """Best of ``repeats`` interleaved runs of each side (after one warm-up each): the least disturbed
-    by other processes, and both sides see the same machine load."""
-    device = str(enh.device)
-    n = array.shape[0] if array.ndim == 3 else 1
-    h, w = array.shape[-2:]
-    x = torch.rand(n, 1, h, w) * 2 - 1
-    sides = {
-        "ours_s": lambda: enh.enhance(array, batch_size=batch, tile_size=tile),
-        "eager_s": lambda: eager(enh.network, x, device, batch),
-    }
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_interleaved(sides: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Best seconds of each side over ``repeats`` rounds, the sides run in turn each round."""
     best = {k: float("inf") for k in sides}
-    for k, fn in sides.items():
-        best[k] = min(best[k], timeit(fn, repeats=1, warmup=1, sync_cuda=enh.device.type == "cuda"))
-    for _ in range(repeats - 1):
+    for _ in range(repeats):
         for k, fn in sides.items():
-            best[k] = min(best[k], timeit(fn, repeats=1, warmup=0, sync_cuda=enh.device.type == "cuda"))
-    return {**best, "n": n}
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
 
 
-def child_peak(size: int, tile: int, load_only: bool) -> dict:
-    """Run in a fresh process: peak RSS of enhancing (or only holding) a ``size``-square uint16 image."""
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    array = image((size, size), np.uint16)
-    seconds = 0.0
-    if not load_only:
-        enh = make_enhancer("cpu")
-        seconds = timeit(lambda: enh.enhance(array, tile_size=tile), repeats=1, warmup=0)
-    return {"peak_mb": high_water_mb(), "seconds": seconds}
+def can_compile(device: torch.device) -> bool:
+    """Inductor builds C++ kernels on CPU (g++) and Triton kernels on CUDA."""
+    return device.type == "cuda" or shutil.which("g++") is not None
 
 
-def peak_memory(size: int, tile: int, threads: int) -> dict:
-    out = {}
-    for mode in ("load", "enhance"):
-        cmd = [sys.executable, __file__, "--child", str(size), str(tile), mode, "--threads", str(threads)]
-        out[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-    return out
+def bench_model(model: str, cases: list, device: torch.device, repeats: int, peak: float) -> list[dict]:
+    """Every case of one model: the baseline, the enhancer eager and compiled (eager again without a compiler)."""
+    net = make_network(model).to(device)
+    channels = MODELS[model]["in_channels"]
+    eager_enh = Enhancer(net, device=device, tile_size=1024, batch_size=8)
+    compiled = can_compile(device)
+    compiled_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled)
+    rows = []
+    for label, images, side, batch in cases:
+        array = make_array(images, side, channels, "volume" in label)
+        x = torch.rand(images, channels, side, side) * 2 - 1
+        sides = {
+            "eager": lambda x=x, batch=batch: eager_forward(net, x, batch, device),
+            "enhance": lambda a=array, b=batch: eager_enh.enhance(a, batch_size=b),
+            "compiled": lambda a=array, b=batch: compiled_enh.enhance(a, batch_size=b),
+        }
+        t0 = time.perf_counter()
+        sides["compiled"]()  # compiles for this shape
+        first_call = time.perf_counter() - t0
+        memory = {}
+        for k, fn in sides.items():  # warm-up run of each side, its peak memory measured
+            with PeakMemory(str(device)) as mem:
+                fn()
+            memory[k] = mem.extra_mb
+        best = best_interleaved(sides, repeats, device)
+        with torch.no_grad():
+            probe = x[:batch].to(device)
+            diff = float((compiled_enh._runner(probe) - net(probe)).abs().max())
+        flops = conv_flops(net, (images, channels, side, side))
+        row = {"model": model, "case": label, "images": images, "first_call": first_call, "diff": diff}
+        row |= {f"{k}_s": v for k, v in best.items()} | {f"{k}_mb": v for k, v in memory.items()}
+        row |= {"gflop": flops / 1e9, "peak": peak}
+        rows.append(row)
+        print(_row_text(row), flush=True)
+    return rows
+
+
+def _row_text(r: dict) -> str:
+    frac = {k: r["gflop"] / r[f"{k}_s"] / r["peak"] for k in ("eager", "compiled")}
+    return (
+        f"| {r['model']} | {r['case']} | {r['eager_s']:.3f} | {r['enhance_s']:.3f} | {r['compiled_s']:.3f} | "
+        f"**{r['eager_s'] / r['compiled_s']:.2f}x** | {r['eager_s'] / r['enhance_s']:.2f}x | "
+        f"{r['images'] / r['compiled_s']:.1f} | {r['gflop']:.1f} | {100 * frac['eager']:.0f}% | "
+        f"{100 * frac['compiled']:.0f}% | {r['eager_mb']:.0f} / {r['enhance_mb']:.0f} / {r['compiled_mb']:.0f} | "
+        f"{r['first_call']:.1f} | {r['diff']:.1e} |"
+    )
+
+
+def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -> list[dict]:
+    """The bare network at one size under single inference techniques, against eager fp32 ``no_grad``."""
+    batch, side = TRIAL_CASE[model]
+    net = make_network(model).to(device)
+    x = torch.rand(batch, MODELS[model]["in_channels"], side, side, device=device) * 2 - 1
+    with torch.no_grad():
+        reference = net(x)
+    variants: dict[str, tuple[torch.nn.Module, torch.Tensor, Callable]] = {
+        "eager fp32, no_grad (baseline)": (net, x, torch.no_grad),
+        "inference_mode": (net, x, torch.inference_mode),
+    }
+    start = time.perf_counter()
+    cl_net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    cl_x = x.contiguous(memory_format=torch.channels_last)
+    variants["channels_last"] = (cl_net, cl_x, torch.inference_mode)
+    setup = {"channels_last": time.perf_counter() - start}
+    start = time.perf_counter()
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(net), x))
+    variants["TorchScript trace + freeze"] = (frozen, x, torch.no_grad)
+    setup["TorchScript trace + freeze"] = time.perf_counter() - start
+    if with_compile:
+        compiled = compile_network(copy.deepcopy(net))
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled(x)
+        variants["torch.compile (Inductor, frozen weights)"] = (compiled, x, torch.no_grad)
+        setup["torch.compile (Inductor, frozen weights)"] = time.perf_counter() - start
+    runs, diffs = {}, {}
+    for name, (module, inp, mode) in variants.items():
+
+        def run(module=module, inp=inp, mode=mode):
+            with mode():
+                return module(inp)
+
+        for _ in range(2):  # warm-up; TorchScript's profiling executor optimises on its second call
+            out = run()
+        diffs[name] = float((out - reference).abs().max())
+        runs[name] = run
+    best = best_interleaved(runs, repeats, device)
+    base = best["eager fp32, no_grad (baseline)"]
+    rows = []
+    for name in runs:
+        rows.append(
+            {"model": model, "variant": name, "seconds": best[name], "speedup": base / best[name]}
+            | {"diff": diffs[name], "setup": setup.get(name, 0.0), "shape": f"{batch}x{side}x{side}"}
+        )
+        print(f"{model} {name}: {best[name]:.3f} s ({base / best[name]:.2f}x), diff {diffs[name]:.1e}", flush=True)
+    return rows
+
+
+def markdown(
+    rows: list[dict], trial_rows: list[dict], peak: float, command: str, quick: bool, device: torch.device
+) -> str:
+    described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
+    lines = [
+        "# Enhancement benchmark",
+        "",
+        f"Command: `{command}`. Machine: {described}; measured fp32 matmul **{peak:.0f} GFLOP/s** (best",
+        f"2048x2048 product); {load_note()}." + (" Quick mode: tiny network, not for quoting." if quick else ""),
+        "" if can_compile(device) else "No C++ compiler (g++) on this machine: the `compiled` column ran eager.",
+        "",
+        "Seconds per case, best of interleaved runs after a warm-up (compiled: after its compilation, whose",
+        "first call is reported apart). `eager` is the plain fp32 forward on a ready tensor (the baseline);",
+        "`enhance` and `compiled` are `Enhancer.enhance` on numpy arrays (uint8 photographs, int16 volume)",
+        "with the eager or the compiled network. Speedup = eager / compiled (above 1: faster); `enhance x`",
+        "= eager / enhance. GFLOP: convolutions of the case, counted from the layer shapes (the paper",
+        "generator: 99.1 GFLOP per 256x256 RGB image). `% peak`: GFLOP / seconds / measured matmul",
+        "GFLOP/s, for the network alone (eager) and for the whole compiled enhancement. Peak memory: what",
+        "one call adds to the process (resident set; CUDA: allocated). `diff`: largest difference between",
+        "the compiled and the eager network outputs on the case's first batch (outputs in [-1, 1]).",
+        "",
+        "| model | case | eager (s) | enhance (s) | compiled (s) | speedup | enhance x | images / s | GFLOP "
+        "| % peak eager | % peak compiled | peak MiB eager / enhance / compiled | first call (s) | diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_row_text(r) for r in rows]
+    lines += [
+        "",
+        "## Single techniques on the bare network",
+        "",
+        "The network alone on a ready tensor (shape in the table), best of interleaved runs; speedup",
+        "against eager fp32 `no_grad`; `diff` against its output; setup = conversion or compilation time.",
+        "",
+        "| model | input | variant | seconds | speedup | diff | setup (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['shape']} | {r['variant']} | {r['seconds']:.3f} | {r['speedup']:.2f}x | "
+        f"{r['diff']:.1e} | {r['setup']:.1f} |"
+        for r in trial_rows
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--quick", action="store_true", help="a tiny network and small images, for CI")
     parser.add_argument("--out", default="docs", help="folder for benchmarks_enhance.md")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--models", nargs="*", default=None, help="subset of: shipped paper")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.child:
-        size, tile, mode = int(args.child[0]), int(args.child[1]), args.child[2]
-        print(json.dumps(child_peak(size, tile, mode == "load")))
-        return 0
-
-    enh = make_enhancer(args.device if args.device != "auto" else None)
-    repeats = 1 if args.quick else 4
-    vol_slices, big, huge, tile = (8, 512, 1024, 256) if args.quick else (32, 2048, 4096, 1024)
-    cases = [
-        ("2D 256x256 uint8, batch 1", image((256, 256)), 1, tile),
-        ("2D 512x512 uint8, batch 1", image((512, 512)), 1, 1024),
-        ("8 slices 256x256 int16, batch 8", image((8, 256, 256), np.int16), 8, tile),
-        (f"3D volume {vol_slices}x256x256 int16, batch 8", image((vol_slices, 256, 256), np.int16), 8, tile),
-        (f"2D {big}x{big} uint16 (enhance tiled at {tile}, eager whole)", image((big, big), np.uint16), 8, tile),
-    ]
-    rows = []
-    for name, array, batch, tile_size in cases:
-        r = bench_case(enh, array, batch, tile_size, 2 if array.size > 2e6 else repeats)
-        rows.append((name, r))
-        ratio = r["ours_s"] / r["eager_s"]
-        print(f"{name}: enhance {r['ours_s']:.3f} s, eager {r['eager_s']:.3f} s, ratio {ratio:.2f}", flush=True)
-    mem = peak_memory(huge, tile, torch.get_num_threads()) if enh.device.type == "cpu" else None
-    gflops = matmul_gflops(str(enh.device))
-
-    lines = [
-        "# Enhancement benchmark",
-        "",
-        "`Enhancer.enhance` (numpy in, numpy out: intensity window and back, layout, padding, batching, tiling)",
-        "against a plain eager fp32 forward of the same generator on a ready [-1, 1] tensor; best of interleaved",
-        "runs (each after a warm-up), so both sides see the same machine load. Shipped",
-        f"architecture `{SHIPPED}`, random weights. Command: `python benchmarks/bench_enhance.py"
-        f"{' --quick' if args.quick else ''}`.",
-        "",
-        "| case | enhance (s) | eager forward (s) | ratio enhance/eager | slices or images / s (enhance) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in rows:
-        ratio = r["ours_s"] / r["eager_s"]
-        lines.append(f"| {name} | {r['ours_s']:.3f} | {r['eager_s']:.3f} | {ratio:.2f} | {r['n'] / r['ours_s']:.2f} |")
-    if mem:
-        extra = mem["enhance"]["peak_mb"] - mem["load"]["peak_mb"]
-        lines += [
-            "",
-            f"Tiled {huge}x{huge} uint16 image (window {tile}, overlap 0.25, Gaussian blending), child process:",
-            f"peak RSS {mem['enhance']['peak_mb']:.0f} MiB against {mem['load']['peak_mb']:.0f} MiB for a process that",
-            f"only holds the image: **{extra:.0f} MiB** for the enhancement ({mem['enhance']['seconds']:.1f} s).",
-        ]
-    described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
-    lines += [
-        "",
-        f"Machine: {described}, matmul {gflops:.0f} GFLOP/s (measured at the end of the run; on a shared machine",
-        "absolute times move with the load, the interleaved ratios much less).",
-    ]
-    lines += [
-        "",
-        "The enhancer's extra time is the numpy work around the network (percentile window, float conversion,",
-        "rounding back to the input dtype): it matters for small, fast images and vanishes for large ones.",
-        "Images up to 1024 pixels a side go through the network whole (as the paper tests); larger ones are tiled",
-        "in 1024 windows with 25% overlap (2048x2048: 9 windows, 2.25x the pixels), which bounds memory, while",
-        "the eager forward holds the whole image's activations at once (several GB at 2048x2048).",
-        "",
-    ]
+    # Every case compiles its own static shape; past Dynamo's default of 8 compilations of the same
+    # forward (counted over all instances) it would silently run the rest eager.
+    torch._dynamo.config.recompile_limit = 64
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    cases = QUICK_CASES if args.quick else {m: FULL_CASES[m] for m in (args.models or FULL_CASES)}
+    peak = matmul_gflops(device.type)
+    print(f"matmul {peak:.0f} GFLOP/s", flush=True)
+    rows, trial_rows = [], []
+    for model, model_cases in cases.items():
+        rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peak)
+        trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device))
+    command = "python benchmarks/bench_enhance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks_enhance.md").write_text("\n".join(lines))
+    (out / "benchmarks_enhance.md").write_text(markdown(rows, trial_rows, peak, command.strip(), args.quick, device))
+    summary = {"matmul_gflops": peak, "threads": torch.get_num_threads(), "rows": rows, "trials": trial_rows}
+    (out / "benchmarks_enhance.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out / 'benchmarks_enhance.md'}")
     return 0
 

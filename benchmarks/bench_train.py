@@ -202,6 +202,8 @@ def write_report(results: list[dict], device: str, path: Path, command: str, rep
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        summary = {"device": device, "threads": torch.get_num_threads(), "results": results}
+        path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     return text
 
 

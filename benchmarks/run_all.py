@@ -4,7 +4,11 @@
     python benchmarks/run_all.py --quick --out outputs/bench-quick   # CI: small sizes, keeps the code alive
 
 Each benchmark measures its own baseline in the same run and reports ratios, so figures
-from different machines are comparable only as ratios.
+from different machines are comparable only as ratios: LaSSIM against the paper's OpenCV +
+scikit-image pipeline, enhancement against a plain eager fp32 forward (and the machine's
+measured matmul FLOP/s), time and memory against image size (a plot), a training iteration
+against a plain eager loop. The page opens with every performance target and whether this
+run met it (from the JSON each benchmark leaves beside its report).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from machine import machine_info, matmul_gflops  # noqa: E402
+from machine import load_note, machine_info, matmul_gflops  # noqa: E402
+from targets import targets_table  # noqa: E402
 
 # (script, report file name, how the script takes its output location)
 BENCHMARKS = [
     ("bench_lassim.py", "benchmarks_lassim.md", "file"),
     ("bench_enhance.py", "benchmarks_enhance.md", "folder"),
+    ("bench_scaling.py", "benchmarks_scaling.md", "folder"),
     ("bench_train.py", "benchmarks_training.md", "file"),
 ]
 
@@ -60,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     info["measured fp32 matmul"] = f"{matmul_gflops():.1f} GFLOP/s"
     header = ["# Benchmarks", "", "Measured on:", ""]
     header += [f"- {k}: {v}" for k, v in info.items()]
+    header += [f"- {load_note()}"]
     header += ["", "Reproduce with `make bench` (`python benchmarks/run_all.py --out docs`).", ""]
+    if (args.out / "benchmarks_analysis.md").is_file():
+        header += ["Why the figures are what they are, and what was tried: [analysis](benchmarks_analysis.md).", ""]
+    header += targets_table(args.out)
     if args.collect:
         header += [
             "The sections below were measured by their own scripts at other times (each states its",

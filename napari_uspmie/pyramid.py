@@ -44,16 +44,17 @@ def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Te
 
 
 def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
-    """Binomial filter and decimation along ``dim`` of an axis padded by 2, at the kept samples only.
+    """Unnormalised binomial filter ``[1, 4, 6, 4, 1]`` and decimation along ``dim`` of an axis padded by 2.
 
     Shifted strided views and fused in-place sums replace a strided convolution: the same
-    arithmetic, several times faster on CPU (float64 convolutions have no fast kernels).
+    arithmetic, several times faster on CPU (float64 and single-channel convolutions have no
+    fast kernels there). Only the kept samples are computed. The ``1/16`` per axis is left to
+    the caller, which applies it once for all axes (a power of two: exactly the same result).
     """
     out_size = (p.shape[dim] - 2 * _PAD + 1) // 2
     tap = [_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))]
     acc = torch.add(tap[0], tap[4])  # a fresh tensor, so the in-place updates below are autograd-safe
-    acc.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
-    return acc.mul_(1.0 / 16.0)
+    return acc.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
 
 
 def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -88,7 +89,8 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
     x = F.pad(x, (_PAD,) * (2 * nd), mode="reflect")
     for dim in range(2, x.ndim):
         x = _down_axis(x, dim)
-    return x
+    # One pass for the normalisation of every axis; 16 ** -nd is a power of two, so no rounding differs.
+    return x.mul_(16.0**-nd)
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:

@@ -19,7 +19,9 @@ def test_quick_benchmark_writes_table(tmp_path):
     rows = [line for line in out.read_text().splitlines() if re.match(r"\| \d+x\d+ \|", line)]
     assert len(rows) == 2 * 2 * 2  # sizes x batches x dtypes on the CPU
     for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        ours, ref, speedup, diff = float(cells[4]), float(cells[5]), float(cells[6].rstrip("x")), float(cells[7])
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        ours, ref, speedup, diff = float(cells[4]), float(cells[5]), float(cells[6].rstrip("x")), float(cells[9])
         assert ours > 0 and ref > 0 and abs(speedup - ref / ours) < 0.02 * speedup + 0.01
-        assert diff < (1e-10 if cells[3] == "float64" else 1e-4)
+        assert abs(float(cells[7]) - 1e3 / ours) < 0.02 * float(cells[7]) + 1  # pairs per second
+        assert all(float(mb) >= 0 for mb in cells[8].split("/"))  # peak memory of both sides
+        assert diff < (1e-10 if cells[3] == "float64" else 1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -201,3 +202,20 @@ def test_pick_device():
     assert pick_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device().type in (expected, "mps")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU builds C++ kernels with g++")
+def test_compiled_network_matches_eager():
+    """``compile=True`` (Inductor, frozen weights) against the eager fp32 network: 1e-3 on [-1, 1] outputs
+    and on the enhanced image in its own units (8-bit: at most one grey level, from rounding)."""
+    torch.manual_seed(0)
+    net = ResnetGenerator(**TINY).eval()
+    eager = Enhancer(net, device="cpu", tile_size=64)
+    compiled = Enhancer(net, device="cpu", tile_size=64, compile=True)
+    x = torch.rand(2, 1, 48, 40) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(compiled._runner(x), net(x), rtol=0, atol=1e-3)
+    floats = np.random.default_rng(2).random((2, 48, 40)).astype(np.float32)
+    np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
+    scripted = torch.jit.script(ResnetGenerator(**TINY).eval())
+    assert Enhancer(scripted, device="cpu", compile=True)._runner is scripted  # TorchScript runs as it is

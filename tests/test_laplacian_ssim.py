@@ -32,7 +32,10 @@ def test_agrees_with_reference_rgb_uint8(retina, size, level):
     h, w = size
     image = cv2.resize(retina, (w, h), interpolation=cv2.INTER_AREA)
     blurred = cv2.blur(image, (9, 9))
-    assert lassim(blurred, image, level=level) == pytest.approx(reference_lassim(blurred, image, level), abs=1e-10)
+    expected = reference_lassim(blurred, image, level)
+    # Arrays: the exact float64 path by default; float32 on request: the fast path.
+    assert lassim(blurred, image, level=level) == pytest.approx(expected, abs=1e-10)
+    assert lassim(blurred, image, level=level, dtype=torch.float32) == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
@@ -52,7 +55,9 @@ def test_agrees_with_reference_gray_dtypes(dtype, level):
 def test_rgb_uint16_matches_reference(retina):
     image = (cv2.resize(retina, (256, 200), interpolation=cv2.INTER_AREA).astype(np.uint16)) * 257
     blurred = cv2.blur(image, (13, 13))
-    assert lassim(blurred, image, level=2) == pytest.approx(reference_lassim(blurred, image, 2), abs=1e-10)
+    expected = reference_lassim(blurred, image, 2)
+    assert lassim(blurred, image, level=2) == pytest.approx(expected, abs=1e-10)
+    assert lassim(blurred, image, level=2, dtype=torch.float32) == pytest.approx(expected, abs=1e-6)
 
 
 def test_heatmap_matches_reference_full_map(retina_480x272):
