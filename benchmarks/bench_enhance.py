@@ -8,7 +8,9 @@ For the shipped generator (grey, ngf 16, 6 residual blocks) and the paper's (RGB
 * ``Enhancer.enhance``: numpy in, numpy out (intensity window and back, layout, padding,
   batching of slices, tiling), eager network;
 * ``Enhancer(compile=True).enhance``: the same with the network through ``torch.compile``
-  (Inductor, frozen weights); its first call per shape compiles and is reported apart.
+  (Inductor, frozen weights); its first call per shape compiles and is reported apart;
+* ``Enhancer(compile=True, bf16=True).enhance``: the opt-in bfloat16 path (autocast, compiled), with
+  its difference from float32 and its fraction of the machine's bfloat16 matmul FLOP/s.
 
 Each case reports seconds (best of interleaved runs, so every side sees the same machine
 load), the speedup over the baseline, the convolution FLOPs counted from the layer shapes,
@@ -24,7 +26,9 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import json
 import shutil
 import sys
@@ -41,6 +45,7 @@ from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: 
 
 from napari_uspmie.enhance import Enhancer, compile_network  # noqa: E402
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
+from napari_uspmie.precision import autocast_for  # noqa: E402
 
 MODELS = {
     "shipped": {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"},
@@ -111,13 +116,15 @@ def can_compile(device: torch.device) -> bool:
     return device.type == "cuda" or shutil.which("g++") is not None
 
 
-def bench_model(model: str, cases: list, device: torch.device, repeats: int, peak: float) -> list[dict]:
-    """Every case of one model: the baseline, the enhancer eager and compiled (eager again without a compiler)."""
+def bench_model(model: str, cases: list, device: torch.device, repeats: int, peaks: dict[str, float]) -> list[dict]:
+    """Every case of one model: the baseline, the enhancer eager, compiled (eager again without a compiler)
+    and compiled in bfloat16."""
     net = make_network(model).to(device)
     channels = MODELS[model]["in_channels"]
     eager_enh = Enhancer(net, device=device, tile_size=1024, batch_size=8)
     compiled = can_compile(device)
     compiled_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled)
+    bf16_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled, bf16=True)
     rows = []
     for label, images, side, batch in cases:
         array = make_array(images, side, channels, "volume" in label)
@@ -126,10 +133,12 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
             "eager": lambda x=x, batch=batch: eager_forward(net, x, batch, device),
             "enhance": lambda a=array, b=batch: eager_enh.enhance(a, batch_size=b),
             "compiled": lambda a=array, b=batch: compiled_enh.enhance(a, batch_size=b),
+            "bf16": lambda a=array, b=batch: bf16_enh.enhance(a, batch_size=b),
         }
         t0 = time.perf_counter()
         sides["compiled"]()  # compiles for this shape
         first_call = time.perf_counter() - t0
+        sides["bf16"]()
         memory = {}
         for k, fn in sides.items():  # warm-up run of each side, its peak memory measured
             with PeakMemory(str(device)) as mem:
@@ -138,11 +147,15 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
         best = best_interleaved(sides, repeats, device)
         with torch.no_grad():
             probe = x[:batch].to(device)
-            diff = float((compiled_enh._runner(probe) - net(probe)).abs().max())
+            reference = net(probe)
+            diff = float((compiled_enh._runner(probe) - reference).abs().max())
+            with autocast_for(device, bf16=True):
+                bf16_diff = (bf16_enh._runner(probe).float() - reference).abs()
         flops = conv_flops(net, (images, channels, side, side))
         row = {"model": model, "case": label, "images": images, "first_call": first_call, "diff": diff}
+        row |= {"bf16_diff_max": float(bf16_diff.max()), "bf16_diff_mean": float(bf16_diff.mean())}
         row |= {f"{k}_s": v for k, v in best.items()} | {f"{k}_mb": v for k, v in memory.items()}
-        row |= {"gflop": flops / 1e9, "peak": peak}
+        row |= {"gflop": flops / 1e9, "peak": peaks["float32"], "peak_bf16": peaks["bfloat16"]}
         rows.append(row)
         print(_row_text(row), flush=True)
     return rows
@@ -157,6 +170,22 @@ def _row_text(r: dict) -> str:
         f"{100 * frac['compiled']:.0f}% | {r['eager_mb']:.0f} / {r['enhance_mb']:.0f} / {r['compiled_mb']:.0f} | "
         f"{r['first_call']:.1f} | {r['diff']:.1e} |"
     )
+
+
+def _bf16_row_text(r: dict) -> str:
+    fraction = 100 * r["gflop"] / r["bf16_s"] / r["peak_bf16"]
+    return (
+        f"| {r['model']} | {r['case']} | {r['eager_s']:.3f} | {r['bf16_s']:.3f} | "
+        f"**{r['eager_s'] / r['bf16_s']:.2f}x** | {r['images'] / r['bf16_s']:.1f} | {fraction:.0f}% | "
+        f"{r['bf16_mb']:.0f} | "
+        f"{r['bf16_diff_mean']:.1e} / {r['bf16_diff_max']:.1e} |"
+    )
+
+
+@contextlib.contextmanager
+def _no_grad_bf16(device: torch.device):
+    with torch.no_grad(), autocast_for(device, bf16=True):
+        yield
 
 
 def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -> list[dict]:
@@ -180,6 +209,8 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
         frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(net), x))
     variants["TorchScript trace + freeze"] = (frozen, x, torch.no_grad)
     setup["TorchScript trace + freeze"] = time.perf_counter() - start
+    bf16_mode = functools.partial(_no_grad_bf16, device)
+    variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
     if with_compile:
         compiled = compile_network(copy.deepcopy(net))
         start = time.perf_counter()
@@ -187,6 +218,12 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
             compiled(x)
         variants["torch.compile (Inductor, frozen weights)"] = (compiled, x, torch.no_grad)
         setup["torch.compile (Inductor, frozen weights)"] = time.perf_counter() - start
+        compiled_bf16 = compile_network(copy.deepcopy(net))
+        start = time.perf_counter()
+        with bf16_mode():
+            compiled_bf16(x)
+        variants["torch.compile + autocast bfloat16 (opt-in)"] = (compiled_bf16, x, bf16_mode)
+        setup["torch.compile + autocast bfloat16 (opt-in)"] = time.perf_counter() - start
     runs, diffs = {}, {}
     for name, (module, inp, mode) in variants.items():
 
@@ -196,7 +233,7 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
 
         for _ in range(2):  # warm-up; TorchScript's profiling executor optimises on its second call
             out = run()
-        diffs[name] = float((out - reference).abs().max())
+        diffs[name] = float((out.float() - reference).abs().max())
         runs[name] = run
     best = best_interleaved(runs, repeats, device)
     base = best["eager fp32, no_grad (baseline)"]
@@ -211,14 +248,16 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
 
 
 def markdown(
-    rows: list[dict], trial_rows: list[dict], peak: float, command: str, quick: bool, device: torch.device
+    rows: list[dict], trial_rows: list[dict], peaks: dict[str, float], command: str, quick: bool, device: torch.device
 ) -> str:
     described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
+    peak, peak_bf16 = peaks["float32"], peaks["bfloat16"]
     lines = [
         "# Enhancement benchmark",
         "",
-        f"Command: `{command}`. Machine: {described}; measured fp32 matmul **{peak:.0f} GFLOP/s** (best",
-        f"2048x2048 product); {load_note()}." + (" Quick mode: tiny network, not for quoting." if quick else ""),
+        f"Command: `{command}`. Machine: {described}; measured matmul **{peak:.0f} GFLOP/s** in float32 and",
+        f"**{peak_bf16:.0f} GFLOP/s** in bfloat16 (best 2048x2048 product); {load_note()}."
+        + (" Quick mode: tiny network, not for quoting." if quick else ""),
         "" if can_compile(device) else "No C++ compiler (g++) on this machine: the `compiled` column ran eager.",
         "",
         "Seconds per case, best of interleaved runs after a warm-up (compiled: after its compilation, whose",
@@ -236,6 +275,22 @@ def markdown(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row_text(r) for r in rows]
+    lines += [
+        "",
+        "## bfloat16 (opt-in: `bf16=True`, `--bf16`, the widget's bfloat16 box)",
+        "",
+        "`Enhancer(compile=True, bf16=True).enhance` on the same arrays: bfloat16 autocast (float32 norms",
+        "and output), compiled. Speedup against the same eager float32 baseline; `% bf16 peak`: GFLOP /",
+        "seconds / measured bfloat16 matmul GFLOP/s. `diff`: mean / largest difference from the float32",
+        "network's output on the case's first batch (outputs in [-1, 1]; one 8-bit grey level is 0.0078).",
+        "Random weights; the shipped weights on brain MRI differ by 0.1 grey level on average",
+        "(`tests/test_enhance.py::test_bf16_enhancement_is_close_to_float32`).",
+        "",
+        "| model | case | eager fp32 (s) | bf16 compiled (s) | speedup | images / s | % bf16 peak | peak MiB "
+        "| diff mean / max |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_bf16_row_text(r) for r in rows]
     lines += [
         "",
         "## Single techniques on the bare network",
@@ -269,17 +324,23 @@ def main(argv: list[str] | None = None) -> int:
     torch._dynamo.config.recompile_limit = 64
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     cases = QUICK_CASES if args.quick else {m: FULL_CASES[m] for m in (args.models or FULL_CASES)}
-    peak = matmul_gflops(device.type)
-    print(f"matmul {peak:.0f} GFLOP/s", flush=True)
+    peaks = {"float32": matmul_gflops(device.type), "bfloat16": matmul_gflops(device.type, dtype=torch.bfloat16)}
+    print(f"matmul {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} bfloat16", flush=True)
     rows, trial_rows = [], []
     for model, model_cases in cases.items():
-        rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peak)
+        rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peaks)
         trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device))
     command = "python benchmarks/bench_enhance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks_enhance.md").write_text(markdown(rows, trial_rows, peak, command.strip(), args.quick, device))
-    summary = {"matmul_gflops": peak, "threads": torch.get_num_threads(), "rows": rows, "trials": trial_rows}
+    (out / "benchmarks_enhance.md").write_text(markdown(rows, trial_rows, peaks, command.strip(), args.quick, device))
+    summary = {
+        "matmul_gflops": peaks["float32"],
+        "matmul_gflops_bf16": peaks["bfloat16"],
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "trials": trial_rows,
+    }
     (out / "benchmarks_enhance.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out / 'benchmarks_enhance.md'}")
     return 0

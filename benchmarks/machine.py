@@ -28,14 +28,14 @@ def timeit(fn, repeats: int = 5, warmup: int = 1, sync_cuda: bool = False) -> fl
     return times[len(times) // 2]
 
 
-def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul GFLOP/s of ``device`` (best of ``repeats``): the machine's practical compute ceiling.
+def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Measured matmul GFLOP/s of ``device`` in ``dtype`` (best of ``repeats``): the practical compute ceiling.
 
     A 2048 x 2048 product is large enough for the BLAS to reach its peak on CPUs and small GPUs
     alike; the best run, not the median, is the ceiling a convolution could at most reach.
     """
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     cuda = device == "cuda"
     timeit(lambda: a @ b, repeats=1, warmup=1, sync_cuda=cuda)
     best = min(timeit(lambda: a @ b, repeats=1, warmup=0, sync_cuda=cuda) for _ in range(repeats))
@@ -141,6 +141,9 @@ def machine_info() -> dict[str, str]:
         info["OpenCV threads"] = str(cv2.getNumThreads())
     except ImportError:
         pass
+    from napari_uspmie.precision import cpu_bf16_flags
+
+    info["CPU bfloat16 hardware"] = ", ".join(cpu_bf16_flags()) or "none"
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -42,6 +42,14 @@ def _enhance_rows(data: dict) -> list[str]:
         )
         fraction = 100 * r["gflop"] / r["compiled_s"] / data["matmul_gflops"]
         rows.append(_row("inference fraction of matmul FLOP/s (compiled)", case, fraction, "%", 50))
+    for r in data["rows"]:
+        if "bf16_s" not in r or "matmul_gflops_bf16" not in data:
+            continue
+        case = f"{r['model']}: {r['case']} (mean diff {r['bf16_diff_mean']:.0e})"
+        what = "opt-in bfloat16: speedup over eager fp32 (compiled)"
+        rows.append(_row(what, case, r["eager_s"] / r["bf16_s"], "x", 1.5))
+        fraction = 100 * r["gflop"] / r["bf16_s"] / data["matmul_gflops_bf16"]
+        rows.append(_row("opt-in bfloat16: fraction of bfloat16 matmul FLOP/s", case, fraction, "%", 50))
     return rows
 
 

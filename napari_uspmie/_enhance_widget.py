@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox, create_widget
 
 from napari_uspmie._layers import (
     JobOutcome,
@@ -111,6 +111,21 @@ def _enhance_job(enhancer, load_args: dict, data: Any, options: dict, progress, 
         torch.set_num_threads(previous)
 
 
+def _bf16_tooltip() -> str:
+    from napari_uspmie.precision import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
+    hardware = (
+        f"This CPU has bfloat16 hardware ({', '.join(flags)}): expect about 2-3x faster on CPU."
+        if flags
+        else "This CPU has no bfloat16 hardware (AMX / AVX-512 BF16): on CPU it may be slower; leave it off."
+    )
+    return (
+        "Run the network in bfloat16 instead of float32. Results differ slightly (about 0.1 grey level on "
+        f"average in 8-bit images). {hardware}"
+    )
+
+
 class EnhanceWidget(Container):
     """Dock widget: enhance the chosen image layer (2D, RGB(A) or 3D) with LaMEGAN.
 
@@ -132,6 +147,8 @@ class EnhanceWidget(Container):
         self._slice_axis.tooltip = "Volumes are enhanced slice by slice along this axis (0: the first, e.g. axial)."
         self._tile = SpinBox(name="tile_size", label="tile size", value=0, min=0, max=8192, step=64)
         self._tile.tooltip = "Slices larger than this are enhanced in overlapping tiles (0: the bundle's default)."
+        self._bf16 = CheckBox(name="bf16", text="fast bfloat16 (approximate)", value=False)
+        self._bf16.tooltip = _bf16_tooltip()
         self._run = PushButton(name="enhance_button", text="Enhance")
         self._cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
         self._status = Label(name="status", label="", value="")
@@ -143,6 +160,7 @@ class EnhanceWidget(Container):
                 self._device,
                 self._slice_axis,
                 self._tile,
+                self._bf16,
                 self._run,
                 self._cancel_button,
                 self._status,
@@ -242,13 +260,13 @@ class EnhanceWidget(Container):
         if source == "bundle" and not self._confirm_bundle(path):
             notify_info(f"Enhance: the bundle in {path} was not loaded.")
             return None
-        load_args = {"device": device}
+        load_args = {"device": device, "bf16": bool(self._bf16.value)}
         if source == "bundle":
             load_args["bundle_dir"] = path
         elif source == "checkpoint":
             load_args["checkpoint"] = path
         stamp = path.stat().st_mtime if path is not None and path.is_file() else None
-        key = (source, path, stamp, device)
+        key = (source, path, stamp, device, load_args["bf16"])
         tile = int(self._tile.value)
         options = {
             "channel_axis": -1 if kind in ("rgb", "rgba") else None,

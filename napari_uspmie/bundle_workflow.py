@@ -7,6 +7,8 @@
 - :class:`EnhancementEvaluator` (MONAI's ``SupervisedEvaluator``) records each case as enhanced
   or failed (with a message naming the file); failed cases skip the per-iteration handlers.
   ``summarize()`` prints the table and exits with status 1 when any case failed.
+- :func:`install_explained_error_hook` (the training bundle's ``initialize``) makes a run that
+  stops on an explained error end with its one-line message and exit status 1, no traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -30,6 +34,8 @@ from napari_uspmie.errors import (
     ImageReadError,
     ImageWriteError,
     InvalidImageError,
+    find_explained,
+    log_error,
 )
 from napari_uspmie.readers import is_image_path
 from napari_uspmie.writers import check_output_dir
@@ -42,6 +48,7 @@ __all__ = [
     "load_network",
     "user_message",
     "format_table",
+    "install_explained_error_hook",
 ]
 
 logger = logging.getLogger("napari_uspmie.bundle")
@@ -247,3 +254,37 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
+
+
+class _ExplainedErrorHook:
+    """``sys.excepthook`` that shows an explained error as its message alone, other errors as before."""
+
+    def __init__(self, previous: Callable[[type[BaseException], BaseException, TracebackType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        explained = find_explained(exc)
+        if explained is None:
+            self.previous(exc_type, exc, tb)  # a bug: its traceback is what is needed
+        elif not explained.logged:
+            log_error(logger, explained)
+
+
+def install_explained_error_hook() -> bool:
+    """Make an uncaught explained error end the process with its message only (exit status 1).
+
+    Errors the user can fix (a missing ``dataset_dir``, an unreadable file, absent VGG19 weights,
+    a NaN loss) are explained errors (:class:`~napari_uspmie.errors.ExplainedError`): their
+    message names the file or setting and the way out. ``python -m monai.bundle run`` leaves them
+    uncaught, often wrapped in MONAI's ``RuntimeError``, and the default hook would print pages of
+    MONAI, ignite and fire frames after that one line. A hook is the one place that sees them all:
+    many are raised while the config resolves ``@train#trainer``, before any code of a ``run``
+    expression runs. Python still exits with status 1 after an uncaught exception. Other
+    exceptions keep their traceback; installing twice keeps one hook.
+
+    Returns:
+        ``True`` (a value for the config's ``initialize`` list).
+    """
+    if not isinstance(sys.excepthook, _ExplainedErrorHook):
+        sys.excepthook = _ExplainedErrorHook(sys.excepthook)
+    return True

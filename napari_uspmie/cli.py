@@ -37,6 +37,11 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command(
+        "enhance",
+        "enhance image files, NIfTI volumes or DICOM series with the shipped model (or another)",
+        "napari_uspmie.enhance_command",
+    ),
+    Command(
         "lassim",
         "LaSSIM score of two image files (optionally a heatmap PNG)",
         "napari_uspmie.cli",

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from napari_uspmie.errors import ExplainedError, log_error
 from napari_uspmie.laplacian_ssim import min_size_for_level
 
 __all__ = [
@@ -43,7 +44,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class DatasetError(ValueError):
+class DatasetError(ValueError, ExplainedError):
     """The training folders cannot give a usable unpaired dataset; the message says why."""
 
 
@@ -193,8 +194,8 @@ def scan_unpaired_dataset(dataset_dir: str | os.PathLike | None, slice_axis: int
     try:
         return _scan_unpaired_dataset(dataset_dir, slice_axis)
     except DatasetError as err:
-        # Logged as well: a bundle run shows it as one clear line above the traceback.
-        logger.error("%s", err)
+        # Logged here: the bundle CLI then ends on this one line, without a traceback.
+        log_error(logger, err)
         raise
 
 

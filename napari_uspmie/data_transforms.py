@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from napari_uspmie.errors import ExplainedError
 from napari_uspmie.intensity import intensity_window
 from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
 
@@ -36,7 +37,7 @@ __all__ = [
 _PIL_KEEP = {"L", "I", "I;16", "I;16B", "I;16L", "F", "RGB"}
 
 
-class SourceReadError(ValueError):
+class SourceReadError(ValueError, ExplainedError):
     """A training file that passed the header check fails to load; the message names it."""
 
 

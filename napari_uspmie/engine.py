@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -30,6 +31,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 from torch.optim.optimizer import Optimizer
 
+from napari_uspmie.errors import ExplainedError, find_explained, log_error
 from napari_uspmie.image_pool import ImagePool
 from napari_uspmie.losses import LSGANLoss, discriminator_loss
 
@@ -46,8 +48,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FloatingPointError, ExplainedError):
     """A loss became NaN or infinite; raised before the weights see it."""
+
+
+class _DropExplainedStopLines(logging.Filter):
+    """Drops ignite's ERROR lines "... terminating due to exception: <message>" for explained errors.
+
+    Ignite logs them while it handles the exception (``sys.exc_info()`` is that exception);
+    the trainer logs the message of an explained error once itself, so they would only repeat it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or find_explained(sys.exc_info()[1]) is None
+
+
+_DROP_EXPLAINED_STOP_LINES = _DropExplainedStopLines()
 
 
 class LinearDecayLambda:
@@ -150,6 +166,10 @@ class CycleGANTrainer(Trainer):
     Raises:
         NonFiniteLossError: during ``run`` when a generator or discriminator loss is NaN/Inf;
             no optimizer step has used it, so the last checkpoint and the weights stay good.
+
+    An explained error (:class:`~napari_uspmie.errors.ExplainedError`, also as the cause of
+    a wrapper such as MONAI's transform error) stops ``run`` with its message logged once and
+    without the ``EXCEPTION_RAISED`` handlers; other exceptions go through them as usual.
     """
 
     def __init__(
@@ -217,6 +237,7 @@ class CycleGANTrainer(Trainer):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
+        self.logger.addFilter(_DROP_EXPLAINED_STOP_LINES)  # a no-op when already there (one logger per class)
         self.generator_ab = generator_ab
         self.generator_ba = generator_ba
         self.discriminator_a = discriminator_a
@@ -264,8 +285,26 @@ class CycleGANTrainer(Trainer):
             f"weights and the last checkpoint{ckpt} are intact. Check the input images, lower lr, or turn off amp; "
             "continue from the last checkpoint with --resume True."
         )
-        logger.error(message)
-        raise NonFiniteLossError(message)
+        error = NonFiniteLossError(message)
+        log_error(logger, error)
+        raise error
+
+    def _handle_exception(self, e: BaseException) -> None:
+        """Raise an explained error as it is; hand any other to ignite's ``EXCEPTION_RAISED`` handlers.
+
+        MONAI's ``StatsHandler`` would log an explained error again, with a traceback, at every
+        engine level it passes; its message is logged once here instead (when not logged yet).
+
+        Raises:
+            BaseException: ``e`` itself, when explained or when no handler takes it.
+        """
+        explained = find_explained(e)
+        if explained is None:
+            super()._handle_exception(e)
+            return
+        if not explained.logged:
+            log_error(logger, explained)
+        raise e
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         if self.scaler is not None:

@@ -198,19 +198,47 @@ def _chunks(p: torch.Tensor, r: torch.Tensor) -> list[tuple[torch.Tensor, torch.
     return list(zip(p.split(n), r.split(n), strict=True))
 
 
-def _gray_pair(p: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Luma of ``pred`` then ``ref`` in one ``(2B, 1, *spatial)`` tensor."""
+def _gray_pair(p: torch.Tensor, r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Luma of ``pred`` then ``ref`` in one ``(2B, 1, *spatial)`` tensor (written into ``out`` if given)."""
     b = p.shape[0]
     if p.shape[1] == 1:
         return torch.cat([p, r])
     if torch.is_grad_enabled() and (p.requires_grad or r.requires_grad):
         return torch.cat([to_gray(p), to_gray(r)])  # ``out=`` below does not record gradients
     # Both products written straight into one buffer: no concatenation pass over the full-size grays.
-    out = torch.empty((2, b, p[0, 0].numel()), dtype=p.dtype, device=p.device)
+    if out is None:
+        out = torch.empty((2, b, p[0, 0].numel()), dtype=p.dtype, device=p.device)
+    out = out.view(2, b, -1)
     w = torch.tensor(GRAY_WEIGHTS, dtype=p.dtype, device=p.device)
     torch.matmul(w, p.flatten(2), out=out[0])
     torch.matmul(w, r.flatten(2), out=out[1])
-    return out.reshape(2 * b, 1, *p.shape[2:])
+    return out.view(2 * b, 1, *p.shape[2:])
+
+
+def _first_level_in_pieces(p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian level 1 of the luma of every pair, computed piece by piece (see :func:`_chunks`).
+
+    Each piece's luma goes through one reused buffer and its level 1 straight into its slot of
+    the result: a fresh full-size buffer per piece and a concatenation at the end cost about as
+    much as the filtering (page faults, one more pass over memory).
+
+    Returns:
+        The level, ``(2B, 1, ...)`` with each piece's ``pred`` then ``ref`` images side by side,
+        and the index that reorders its first axis to all ``pred`` then all ``ref``.
+    """
+    pieces = _chunks(p, r)
+    n = pieces[0][0].shape[0]
+    level1 = p.new_empty((2 * p.shape[0], 1, *((s + 1) // 2 for s in p.shape[2:])))
+    gray = p.new_empty((2 * n, p[0, 0].numel())) if p.shape[1] == 3 else None
+    pred_rows, ref_rows, start = [], [], 0
+    for p_part, r_part in pieces:
+        m = p_part.shape[0]
+        pair = _gray_pair(p_part, r_part, None if gray is None else gray[: 2 * m])
+        pyr_down(pair, out=level1[2 * start : 2 * start + 2 * m])
+        pred_rows.append(torch.arange(2 * start, 2 * start + m))
+        ref_rows.append(torch.arange(2 * start + m, 2 * start + 2 * m))
+        start += m
+    return level1, torch.cat(pred_rows + ref_rows).to(p.device)
 
 
 def _residual_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int) -> torch.Tensor:
@@ -220,15 +248,12 @@ def _residual_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int)
     cache-sized pieces of the batch, and the much smaller coarser levels on the whole batch at
     once, so their many small operator calls are paid once per batch rather than once per piece.
     """
-    if level == 0:
+    needs_grad = torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
+    if level == 0 or needs_grad or len(_chunks(p, r)) == 1:
         return laplacian_residual(_gray_pair(p, r), level, max_level)
-    firsts = [pyr_down(_gray_pair(p_part, r_part)) for p_part, r_part in _chunks(p, r)]
-    if len(firsts) == 1:
-        g1 = firsts[0]
-    else:
-        g1 = torch.cat([g.chunk(2)[0] for g in firsts] + [g.chunk(2)[1] for g in firsts])
+    level1, order = _first_level_in_pieces(p, r)
     # The band at ``level`` of the image is the band at ``level - 1`` of its first Gaussian level.
-    return laplacian_residual(g1, level - 1, max_level - 1)
+    return laplacian_residual(level1, level - 1, max_level - 1).index_select(0, order)
 
 
 def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int):

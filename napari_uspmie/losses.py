@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_uspmie.errors import log_error
 from napari_uspmie.laplacian_ssim import min_size_for_level, ssim_map, to_gray
 from napari_uspmie.pyramid import laplacian_residual
 
@@ -114,8 +115,8 @@ class LaplacianPerceptualLoss(nn.Module):
                 try:
                     features = build_vgg19_features(vgg_weights, download=download)
                 except VGGWeightsUnavailableError as err:
-                    # Logged as well: a bundle run shows it as one clear line above the traceback.
-                    logger.error("%s", err)
+                    # Logged here: the bundle CLI then ends on this one line, without a traceback.
+                    log_error(logger, err)
                     raise
             features.requires_grad_(False)
             self.features = features.eval()

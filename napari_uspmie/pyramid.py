@@ -35,6 +35,9 @@ __all__ = [
 
 BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _PAD = 2
+#: Elements from which ``pyr_down`` without gradients skips the padded copy (below, the few extra
+#: small operations for the borders cost more than the copy they save).
+NO_PAD_MIN_ELEMENTS = 1 << 17
 
 
 def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
@@ -57,6 +60,59 @@ def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
     return acc.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
 
 
+def _reflect_101(i: int, n: int) -> int:
+    """Index ``i`` of an axis of length ``n`` extended by ``BORDER_REFLECT_101`` (one reflection)."""
+    i = -i if i < 0 else i
+    return 2 * (n - 1) - i if i >= n else i
+
+
+def _edge_outputs(n: int, inner: int) -> list[int]:
+    """Outputs of a decimated axis of length ``n`` whose taps cross a border: 0 and those after ``inner``."""
+    return [0, *range(inner + 1, (n + 1) // 2)]
+
+
+def _edge_index(outputs: list[int], n: int, device: torch.device) -> torch.Tensor:
+    """Input samples (reflected) of the five taps of each output, output by output."""
+    taps = len(BINOMIAL_TAPS)
+    return torch.tensor([_reflect_101(2 * i - _PAD + k, n) for i in outputs for k in range(taps)], device=device)
+
+
+def _binomial_sum(tap: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``t0 + t4 + 4 t1 + 4 t3 + 6 t2`` into a fresh tensor, in :func:`_down_axis`'s order."""
+    return torch.add(tap[0], tap[4]).add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
+
+
+def _down_axis_unpadded(x: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_down_axis` of ``x`` padded by reflection along ``dim``, without making the padded copy.
+
+    The interior outputs read shifted strided views of ``x`` itself; only the one or two outputs at
+    each end, whose taps cross the border, gather their reflected samples. The sums run in the
+    same order as in :func:`_down_axis`, so the results are bit-identical. Writes into ``out``
+    (or a new tensor): no gradients.
+    """
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = (n + 1) // 2
+    if out is None:
+        out = x.new_empty(shape)
+    elif list(out.shape) != shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(shape)}.")
+    inner = max(0, (n - 3) // 2)  # outputs 1..inner read samples 0..2 * inner + 2 <= n - 1
+    if inner:
+        tap = [_every_second(x, dim, k, inner) for k in range(len(BINOMIAL_TAPS))]
+        o = out.narrow(dim, 1, inner)
+        torch.add(tap[0], tap[4], out=o)
+        o.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
+    ends = _edge_outputs(n, inner)
+    split = list(x.shape)
+    split[dim : dim + 1] = [len(ends), len(BINOMIAL_TAPS)]
+    edge = _binomial_sum(x.index_select(dim, _edge_index(ends, n, x.device)).view(split).unbind(dim + 1))
+    out.narrow(dim, 0, 1).copy_(edge.narrow(dim, 0, 1))
+    if len(ends) > 1:
+        out.narrow(dim, inner + 1, len(ends) - 1).copy_(edge.narrow(dim, 1, len(ends) - 1))
+    return out
+
+
 def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """Zero-insert and filter along ``dim`` (gain 2) in polyphase form, then crop to ``size``.
 
@@ -75,16 +131,29 @@ def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return out if size == 2 * n else out.narrow(dim, 0, size)
 
 
-def pyr_down(x: torch.Tensor) -> torch.Tensor:
+def pyr_down(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Blur and halve every spatial axis, like ``cv2.pyrDown``.
 
     Args:
         x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating tensor, every spatial size >= 3.
+        out: tensor of the result's shape to write into (no gradients are recorded then).
 
     Returns:
-        Tensor with spatial sizes ``ceil(n / 2)``.
+        Tensor with spatial sizes ``ceil(n / 2)`` (``out`` when given).
+
+    Raises:
+        ValueError: ``out`` has the wrong shape, or is given while ``x`` needs gradients.
     """
     nd = x.ndim - 2
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
+    if out is not None and needs_grad:
+        raise ValueError("pyr_down(out=...) records no gradients; call it without out.")
+    if out is not None or (x.numel() >= NO_PAD_MIN_ELEMENTS and not needs_grad):
+        # Large inputs without gradients (the metric): the padded copy costs as much as a filter pass.
+        last = x.ndim - 1
+        for dim in range(2, x.ndim):
+            x = _down_axis_unpadded(x, dim, out if dim == last else None)
+        return x.mul_(16.0**-nd)
     # torch's "reflect" is BORDER_REFLECT_101; padding every axis first equals padding each before its pass.
     x = F.pad(x, (_PAD,) * (2 * nd), mode="reflect")
     for dim in range(2, x.ndim):

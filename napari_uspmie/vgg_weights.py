@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from napari_uspmie.errors import ExplainedError
 from napari_uspmie.networks import VGG19Features
 
 __all__ = [
@@ -42,7 +43,7 @@ VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILENAME}"
 URL_ENV = "NAPARI_USPMIE_VGG19_URL"
 
 
-class VGGWeightsUnavailableError(ValueError):
+class VGGWeightsUnavailableError(ValueError, ExplainedError):
     """The VGG19 weights are neither given, cached nor downloadable."""
 
 

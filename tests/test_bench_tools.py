@@ -52,13 +52,19 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     }
     enhance = {
         "matmul_gflops": 100.0,
-        "rows": [{"model": "m", "case": "c", "eager_s": 3.0, "compiled_s": 1.0, "gflop": 40.0}],
+        "matmul_gflops_bf16": 400.0,
+        "rows": [
+            {"model": "m", "case": "c", "eager_s": 3.0, "compiled_s": 1.0, "gflop": 40.0}
+            | {"bf16_s": 0.5, "bf16_diff_mean": 2e-3}
+        ],
     }
     (tmp_path / "benchmarks_lassim.json").write_text(json.dumps(lassim))
     (tmp_path / "benchmarks_enhance.json").write_text(json.dumps(enhance))
     rows = [line for line in targets_table(tmp_path) if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 4  # the float64 row is not a target
+    assert len(rows) == 6  # the float64 row is not a target
     assert rows[0].endswith("| yes |") and rows[1].endswith("| **no** |")  # LaSSIM: 1.2 >= 1, 2.0 < 3
     assert "3.00x" in rows[2] and rows[2].endswith("| yes |")  # 3x over eager
     assert "40.00%" in rows[3] and rows[3].endswith("| **no** |")  # 40 GFLOP in 1 s of 100 GFLOP/s
+    assert "bfloat16" in rows[4] and "6.00x" in rows[4] and "mean diff 2e-03" in rows[4]
+    assert "20.00%" in rows[5] and rows[5].endswith("| **no** |")  # 40 GFLOP in 0.5 s of 400 bf16 GFLOP/s
     assert targets_table(tmp_path / "missing") == []

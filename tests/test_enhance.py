@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -12,14 +14,15 @@ import torch
 from skimage import data
 from torch import nn
 
-from napari_uspmie import load_enhancer
+from napari_uspmie import lassim, load_enhancer
 from napari_uspmie.enhance import Enhancer, infer_generator_kwargs, pick_device
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
 from napari_uspmie.inferers import EnhancementInferer
 from napari_uspmie.intensity import ChannelAdapter, IntensityMap, intensity_window
 from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
 from napari_uspmie.networks import ResnetGenerator
-from tests.io_factories import ct_volume, random_bundle
+from napari_uspmie.precision import autocast_for, cpu_bf16_flags
+from tests.io_factories import ct_volume, mni_slices, random_bundle
 
 TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
 
@@ -219,3 +222,44 @@ def test_compiled_network_matches_eager():
     np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
     scripted = torch.jit.script(ResnetGenerator(**TINY).eval())
     assert Enhancer(scripted, device="cpu", compile=True)._runner is scripted  # TorchScript runs as it is
+
+
+def test_autocast_choice_per_device():
+    """float32 stays the default; ``amp`` is float16 on CUDA only; ``bf16`` is bfloat16 on CPU and CUDA."""
+    conv = nn.Conv2d(1, 2, 3)
+    x = torch.rand(1, 1, 8, 8)
+    cpu = torch.device("cpu")
+    for amp, bf16, dtype in ((True, False, torch.float32), (False, False, torch.float32), (True, True, torch.bfloat16)):
+        with torch.no_grad(), autocast_for(cpu, amp=amp, bf16=bf16):
+            assert conv(x).dtype == dtype
+    assert isinstance(autocast_for(torch.device("mps"), amp=True, bf16=True), contextlib.nullcontext)
+    cuda = autocast_for(torch.device("cuda"), amp=True)
+    assert isinstance(cuda, torch.autocast) and cuda.fast_dtype == torch.float16
+    assert autocast_for(torch.device("cuda"), amp=True, bf16=True).fast_dtype == torch.bfloat16
+
+
+def test_cpu_bf16_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16 avx512_bf16\n\nflags : sse\n")
+    assert cpu_bf16_flags(str(info)) == ("amx_bf16", "avx512_bf16")
+    info2 = tmp_path / "cpuinfo2"
+    info2.write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_bf16_flags(str(info2)) == ()
+    assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
+
+
+def test_bf16_enhancement_is_close_to_float32():
+    """The shipped model on brain MRI slices: bfloat16 really runs (outputs differ) and stays within a
+    grey level on average of float32, with the structure kept (LaSSIM between the two near 1)."""
+    slices = mni_slices(4, 1)[:, 20:-20, 20:-20]
+    fp32 = load_enhancer(device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # machines without bf16 hardware warn about speed, not results
+        bf16 = load_enhancer(device="cpu", bf16=True)
+    assert "bf16" in repr(bf16)
+    a = fp32.enhance(slices).astype(np.float64)
+    b = bf16.enhance(slices).astype(np.float64)
+    diff = np.abs(a - b)
+    assert diff.max() > 0  # bfloat16 was used
+    assert diff.mean() < 0.3 and diff.max() <= 16
+    assert float(lassim(torch.from_numpy(a[:, None] / 255), torch.from_numpy(b[:, None] / 255)).mean()) > 0.999

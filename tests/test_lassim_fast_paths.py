@@ -109,3 +109,27 @@ def test_pyramid_matches_opencv_and_its_own_full_pyramid(shape):
             image = x[i, 0].numpy()
             np.testing.assert_allclose(pyr_down(x)[i, 0].numpy(), cv2.pyrDown(image), rtol=0, atol=1e-12)
             np.testing.assert_allclose(bands[1][i, 0].numpy(), reference_residual(image, 1, 2), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 4), (1, 2, 5, 6), (1, 1, 37, 41), (2, 1, 128, 97), (1, 1, 9, 8, 7)])
+def test_pyr_down_without_padded_copy_is_bit_identical(shape, monkeypatch):
+    """The no-gradient path (reflected border samples gathered, no padded copy) against the padded
+    path and OpenCV, every size parity, the smallest sizes and 3D."""
+    import napari_uspmie.pyramid as pyramid
+
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(pyramid, "NO_PAD_MIN_ELEMENTS", 1 << 62)
+    padded = pyr_down(x)
+    monkeypatch.setattr(pyramid, "NO_PAD_MIN_ELEMENTS", 0)
+    assert torch.equal(pyr_down(x), padded)
+    out = torch.full_like(padded, float("nan"))
+    assert pyr_down(x, out=out) is out and torch.equal(out, padded)
+    if x.ndim == 4:
+        np.testing.assert_allclose(padded[0, 0].numpy(), cv2.pyrDown(x[0, 0].numpy()), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="expected"):
+        pyr_down(x, out=torch.empty(1))
+    with pytest.raises(ValueError, match="no gradients"):
+        pyr_down(x.clone().requires_grad_(), out=out)
+    grad = x.clone().requires_grad_()
+    pyr_down(grad).sum().backward()  # the loss's path keeps its gradients
+    assert grad.grad is not None

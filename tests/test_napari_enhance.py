@@ -101,6 +101,22 @@ def test_enhance_2d_keeps_full_geometry(make_napari_viewer, qtbot, tiny_checkpoi
     assert "done" in widget.status.value
 
 
+def test_bf16_box_runs_the_model_in_bfloat16(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    image = transform.resize(data.camera(), (64, 48), preserve_range=True).astype(np.uint8)
+    source = viewer.add_image(image, name="camera")
+    widget = _widget(viewer, tiny_checkpoint)
+    assert widget.bf16.value is False  # float32 unless asked
+    assert "bfloat16" in widget.bf16.tooltip
+    _enhance(qtbot, widget, source)
+    widget.bf16.value = True
+    _enhance(qtbot, widget, source)
+    fp32, bf16 = viewer.layers["camera enhanced"], viewer.layers["camera enhanced [1]"]
+    assert "bf16" in bf16.metadata["enhancement"]["model"] and "bf16" not in fp32.metadata["enhancement"]["model"]
+    diff = np.abs(fp32.data.astype(int) - bf16.data.astype(int))
+    assert 0 < diff.max() <= 16
+
+
 def test_enhance_rgb_and_3d(make_napari_viewer, qtbot, tiny_checkpoint):
     viewer = make_napari_viewer()
     rgb = (transform.resize(data.astronaut(), (48, 64), anti_aliasing=True) * 255).astype(np.uint8)

@@ -24,13 +24,22 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, verify_metadata
 from monai.engines.utils import IterationEvents
 
+from napari_uspmie.bundle_workflow import install_explained_error_hook
+from napari_uspmie.data_transforms import SourceReadError
 from napari_uspmie.engine import CycleGANTrainer, LinearDecayLambda, NonFiniteLossError, linear_decay_scheduler
+from napari_uspmie.errors import ImageReadError
 from napari_uspmie.image_pool import ImagePool
 from napari_uspmie.losses import LaplacianPerceptualLoss
 from napari_uspmie.networks import PatchDiscriminator, ResnetGenerator
 from napari_uspmie.training_handlers import GeneratorExporter, TrainingCheckpointSaver, latest_checkpoint
 from napari_uspmie.vgg_weights import VGGWeightsUnavailableError
-from tests.unpaired_data import camera_crops, tiny_overrides, write_fake_vgg19, write_unpaired_dataset
+from tests.unpaired_data import (
+    ANATOMICAL,
+    camera_crops,
+    tiny_overrides,
+    write_fake_vgg19,
+    write_unpaired_dataset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "monai_bundle" / "configs"
@@ -371,3 +380,87 @@ def test_bundle_stops_before_training_without_vgg_weights_offline(tmp_path, monk
     for text in (str(cause), capsys.readouterr().out):  # the bundle's logging.conf logs to stdout
         assert "--vgg_weights" in text and "torch hub cache" in text and "internet" in text
     assert not (tmp_path / "run" / "models").exists()  # stopped before any training or checkpoint
+
+
+# ----------------------------------------------------------------------------- explained stops
+
+
+def _explained_stop(case: str, tmp_path: Path) -> tuple[list[str], str]:
+    """CLI arguments that make training stop on the explained error ``case``, and a piece of its message."""
+    dataset = write_unpaired_dataset(tmp_path / "data", n_png=1, nifti_slices=1)
+    lassim = ["--dataset_dir", str(dataset), "--perceptual_loss", "lassim"]
+    if case == "nan_loss":  # 1e39 overflows float32: loss_cycle is inf at the first iteration
+        return [*lassim, "--lambda_cycle", "1e39"], "training stopped: loss_G is inf at epoch 1, iteration 1"
+    if case == "missing_dataset":
+        missing = tmp_path / "no_such_folder"
+        return ["--dataset_dir", str(missing), "--perceptual_loss", "lassim"], f"dataset_dir {missing} does not exist"
+    if case == "unreadable_file":  # its header passes the scan, its voxels are cut off: fails when loaded
+        cut = dataset / "A" / "cut.nii"
+        full = ANATOMICAL.read_bytes()
+        cut.write_bytes(full[: len(full) // 3])
+        return lassim, f"cannot read {cut}"
+    assert case == "no_vgg_weights"  # offline (see _env), nothing in the hub cache
+    return ["--dataset_dir", str(dataset), "--perceptual_loss", "vgg19"], "--vgg_weights /path/to/vgg19-dcbb9e9d.pth"
+
+
+@pytest.mark.parametrize("case", ["nan_loss", "missing_dataset", "unreadable_file", "no_vgg_weights"])
+def test_cli_stops_on_an_explained_error_with_its_message_alone(tmp_path, case):
+    args, expected = _explained_stop(case, tmp_path)
+    result = _run_bundle(
+        "monai_bundle/configs/train.json", REPO, _env(tmp_path),
+        "--ckpt_dir", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "out"),
+        "--n_epochs", "1", "--n_epochs_decay", "0", *args,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert output.count(expected) == 1, output[-3000:]  # not repeated by ignite or MONAI's StatsHandler
+    lines = result.stdout.splitlines()  # the bundle's logging.conf logs to stdout
+    errors = [i for i, line in enumerate(lines) if " - ERROR - " in line]
+    assert len(errors) == 1, output[-3000:]
+    tail = "\n".join(lines[errors[0] :])
+    assert expected in tail and " - INFO - " not in tail  # the run ends on the message (and its continuation lines)
+
+
+def test_cli_keeps_the_traceback_of_an_unexpected_error(tmp_path):
+    dataset = write_unpaired_dataset(tmp_path / "data", n_png=1, nifti_slices=1)
+    result = _run_bundle(
+        "monai_bundle/configs/train.json", REPO, _env(tmp_path),
+        "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "out"),
+        "--perceptual_loss", "lassim", "--train#inferer", "$lambda x, net: 1 / 0",  # a bug inside the iteration
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
+
+
+def test_explained_error_hook_shows_the_message_once_and_passes_bugs_on(monkeypatch, caplog):
+    passed_on = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: passed_on.append(exc[1]))
+    install_explained_error_hook()
+    install_explained_error_hook()  # a second install keeps one hook
+    assert sys.excepthook.previous.__name__ == "<lambda>"
+    unread = ImageReadError("scan.png: empty file.")
+    wrapped = RuntimeError("Failed to evaluate ConfigExpression")
+    wrapped.__cause__ = unread  # how MONAI wraps it: raise RuntimeError(...) from e
+    sys.excepthook(RuntimeError, wrapped, None)
+    sys.excepthook(RuntimeError, wrapped, None)
+    assert passed_on == [] and caplog.text.count("scan.png: empty file.") == 1 and unread.logged
+    bug = KeyError("raised in an except block")
+    bug.__context__ = unread  # only an implicit context: the bug keeps its traceback
+    sys.excepthook(KeyError, bug, None)
+    assert passed_on == [bug]
+
+
+def test_trainer_stops_on_an_explained_error_without_the_exception_handlers(caplog):
+    trainer = _trainer(_tiny_nets(), [_real_batch()])
+    handled = []
+    trainer.add_event_handler(Events.EXCEPTION_RAISED, lambda engine, e: handled.append(e))
+    bug = ZeroDivisionError("a bug")
+    trainer._handle_exception(bug)
+    assert handled == [bug]  # other exceptions reach the handlers (MONAI's StatsHandler logs them)
+    wrapped = RuntimeError("applying transform")  # MONAI's wrapper of a failing transform
+    wrapped.__cause__ = SourceReadError("cannot read x.nii")
+    with pytest.raises(RuntimeError) as err:
+        trainer._handle_exception(wrapped)
+    assert err.value is wrapped and handled == [bug]
+    assert caplog.text.count("cannot read x.nii") == 1 and wrapped.__cause__.logged
