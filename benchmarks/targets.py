@@ -18,7 +18,9 @@ def _load(folder: Path, name: str) -> dict | None:
 
 def _row(what: str, case: str, value: float, unit: str, target: float) -> str:
     met = "yes" if value >= target else "**no**"
-    return f"| {what} | {case} | {value:.2f}{unit} | >= {target:g}{unit} | {met} |"
+    # A miss must not read as the target itself (1.4958 shown as 1.50).
+    shown = f"{value:.2f}" if value >= target or f"{value:.2f}" != f"{target:.2f}" else f"{value:.3f}"
+    return f"| {what} | {case} | {shown}{unit} | >= {target:g}{unit} | {met} |"
 
 
 def _lassim_rows(data: dict) -> list[str]:

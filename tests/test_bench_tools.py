@@ -68,3 +68,6 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     assert "bfloat16" in rows[4] and "6.00x" in rows[4] and "mean diff 2e-03" in rows[4]
     assert "20.00%" in rows[5] and rows[5].endswith("| **no** |")  # 40 GFLOP in 0.5 s of 400 bf16 GFLOP/s
     assert targets_table(tmp_path / "missing") == []
+    from targets import _row
+
+    assert "1.496x" in _row("w", "c", 1.4958, "x", 1.5) and "1.50x" in _row("w", "c", 1.5, "x", 1.5)
