@@ -5,6 +5,8 @@ enhanced with the shipped model (or ``--bundle`` / ``--checkpoint``) and written
 ``--output-dir``, as ``<name>_enhanced<ext>`` (a series as ``<folder>_enhanced/``) with the
 source's format, geometry and value range. Inputs are never written to; an existing output is
 kept unless ``--overwrite``. One failing input is reported and the others still run (exit code 1).
+Each line of the report gives LaSSIM between the input and its enhancement (level 3, slice by
+slice for volumes): how much of the input's structure the enhancement kept (1: all of it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+import numpy as np
+
+__all__ = ["add_arguments", "run", "structure_kept"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -51,6 +55,33 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def structure_kept(image: np.ndarray, enhanced: np.ndarray, channel_axis: int | None, slice_axis: int) -> float | None:
+    """Mean LaSSIM (level 3) between an input and its enhancement, over slices for volumes.
+
+    Returns:
+        The score, or ``None`` when the image is too small for level 3.
+    """
+    import torch
+
+    from napari_uspmie.laplacian_ssim import lassim, min_size_for_level
+
+    def batch(array: np.ndarray) -> torch.Tensor:
+        """``(N, C, H, W)``: the image, or the volume's slices along ``slice_axis``; alpha dropped."""
+        if channel_axis is not None:
+            array = np.moveaxis(array, channel_axis, -1)[..., :3]
+            spatial = array.ndim - 1
+            array = np.moveaxis(array, -1, 0)  # (C, *spatial)
+            array = np.moveaxis(array, 1 + slice_axis, 0) if spatial == 3 else array[None]
+        else:
+            array = np.moveaxis(array, slice_axis, 0)[:, None] if array.ndim == 3 else array[None, None]
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    a, b = batch(image), batch(enhanced)
+    if min(a.shape[-2:]) < min_size_for_level(3):
+        return None
+    return float(lassim(b, a).mean())
+
+
 def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_size: int | None, overwrite: bool):
     from napari_uspmie.readers import read_image
     from napari_uspmie.writers import write_like
@@ -68,7 +99,8 @@ def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_si
     if target.exists():  # --overwrite: only now, once the new result is ready
         _remove(target)
     write_like(result, meta, target)
-    return image.shape, seconds
+    score = structure_kept(image, result, channel_axis, slice_axis if spatial == 3 else 0)
+    return image.shape, seconds, score
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,12 +128,15 @@ def run(args: argparse.Namespace) -> int:
     for source in sources:
         target = _output_for(source, args.output_dir)
         try:
-            shape, seconds = _enhance_one(enhancer, source, target, args.slice_axis, args.batch_size, args.overwrite)
+            shape, seconds, score = _enhance_one(
+                enhancer, source, target, args.slice_axis, args.batch_size, args.overwrite
+            )
         except (ValueError, OSError) as e:  # the project's errors name the file and the problem
             failed += 1
             print(f"error: {source}: {e}", file=sys.stderr)
             continue
-        print(f"{source} -> {target}  ({'x'.join(map(str, shape))}, {seconds:.1f} s)")
+        kept = "n/a (too small)" if score is None else f"{score:.3f}"
+        print(f"{source} -> {target}  ({'x'.join(map(str, shape))}, {seconds:.1f} s, LaSSIM(input, enhanced) {kept})")
     if failed:
         print(f"{failed} of {len(sources)} inputs failed; the others were written.", file=sys.stderr)
     return 1 if failed else 0

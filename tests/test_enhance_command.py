@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_uspmie.enhance_command import structure_kept
 from napari_uspmie.readers import read_image
 from tests.io_factories import ct_volume, file_hashes, mni_slices, write_dicom_series, write_rgb_png
 
@@ -47,6 +49,9 @@ def test_enhances_nifti_dicom_series_and_png_beside_or_into_a_folder(inputs, tmp
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert file_hashes(inputs) == before  # inputs untouched
+    # each line reports how much structure was kept: a LaSSIM in (0, 1), slice by slice for volumes
+    kept = [float(m) for m in re.findall(r"LaSSIM\(input, enhanced\) ([0-9.]+)", done.stdout)]
+    assert len(kept) == 3 and all(0.2 < k < 1.0 for k in kept), done.stdout
 
     src, enh = nib.load(inputs / "brain.nii.gz"), nib.load(out / "brain_enhanced.nii.gz")
     np.testing.assert_allclose(enh.affine, src.affine)
@@ -90,3 +95,18 @@ def test_bad_inputs_are_named_and_the_others_still_written(inputs, tmp_path):
     assert (out / "fundus_enhanced.png").is_file() and not (out / "broken_enhanced.nii.gz").exists()
     unwritable = run_cli(str(inputs / "fundus.png"), "-o", str(inputs / "fundus.png" / "sub"), cwd=tmp_path)
     assert unwritable.returncode == 2 and "not writable" in unwritable.stderr
+
+
+def test_structure_kept_is_lassim_per_slice_along_the_slice_axis():
+    """Identical input and output keep all structure; the score follows the chosen slice axis,
+    and images too small for level 3 report none."""
+    rng = np.random.default_rng(0)
+    volume = rng.random((6, 72, 80)).astype(np.float32)
+    changed = volume + np.float32(0.3) * rng.random(volume.shape).astype(np.float32)
+    assert structure_kept(volume, volume, None, 0) == pytest.approx(1.0)
+    assert 0.0 < structure_kept(volume, changed, None, 0) < 0.99
+    assert structure_kept(volume, changed, None, 2) is None  # 6 x 72 slices: too small
+    rgba = (rng.random((96, 120, 4)) * 255).astype(np.uint8)
+    other = rgba.copy()
+    other[..., 3] = 0  # alpha is not structure
+    assert structure_kept(rgba, other, -1, 0) == pytest.approx(1.0)
