@@ -12,12 +12,15 @@ without a traceback (:func:`napari_uspmie.bundle_workflow.install_explained_erro
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 
 __all__ = [
     "ExplainedError",
     "log_error",
     "find_explained",
+    "WorkerError",
     "ImageReadError",
     "ImageWriteError",
     "InvalidImageError",
@@ -65,8 +68,48 @@ def find_explained(error: BaseException | None) -> ExplainedError | None:
     while error is not None and id(error) not in seen:
         if isinstance(error, ExplainedError):
             return error
+        from_worker = _from_worker(error)
+        if from_worker is not None:
+            return from_worker
         seen.add(id(error))
         error = error.__cause__
+    return None
+
+
+class WorkerError(RuntimeError, ExplainedError):
+    """An explained error raised in a ``DataLoader`` worker process, rebuilt from its text."""
+
+
+# The last line of an error's traceback text: "napari_uspmie.<module>.<Class>: <message>".
+_WORKER_LINE = re.compile(r"^(napari_uspmie(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _from_worker(error: BaseException) -> WorkerError | None:
+    """The explained error inside a ``DataLoader`` worker failure, if any.
+
+    A worker process hands its exception back as text only: PyTorch raises a new error whose
+    message is "Caught <type> in DataLoader worker process <n>." and the worker's traceback, so
+    the cause chain is lost. The project's explained error is recognised in that text by its
+    class path; the rebuilt error is kept on ``error``, so it is found (and logged) only once.
+    """
+    cached = getattr(error, "_napari_uspmie_explained", None)
+    if cached is not None:
+        return cached
+    text = str(error)
+    if "DataLoader worker process" not in text:
+        return None
+    for module_name, class_name, message in reversed(_WORKER_LINE.findall(text)):
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, ExplainedError):
+            found = WorkerError(message)
+            try:
+                error._napari_uspmie_explained = found  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            return found
     return None
 
 

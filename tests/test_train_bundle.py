@@ -394,16 +394,20 @@ def _explained_stop(case: str, tmp_path: Path) -> tuple[list[str], str]:
     if case == "missing_dataset":
         missing = tmp_path / "no_such_folder"
         return ["--dataset_dir", str(missing), "--perceptual_loss", "lassim"], f"dataset_dir {missing} does not exist"
-    if case == "unreadable_file":  # its header passes the scan, its voxels are cut off: fails when loaded
+    if case.startswith("unreadable_file"):  # its header passes the scan, its voxels are cut off: fails when loaded
         cut = dataset / "A" / "cut.nii"
         full = ANATOMICAL.read_bytes()
         cut.write_bytes(full[: len(full) // 3])
-        return lassim, f"cannot read {cut}"
+        # In a DataLoader worker (the config's default) the error comes back to the trainer as text only.
+        workers = ["--num_workers", "2"] if case.endswith("in_worker") else []
+        return [*lassim, *workers], f"cannot read {cut}"
     assert case == "no_vgg_weights"  # offline (see _env), nothing in the hub cache
     return ["--dataset_dir", str(dataset), "--perceptual_loss", "vgg19"], "--vgg_weights /path/to/vgg19-dcbb9e9d.pth"
 
 
-@pytest.mark.parametrize("case", ["nan_loss", "missing_dataset", "unreadable_file", "no_vgg_weights"])
+@pytest.mark.parametrize(
+    "case", ["nan_loss", "missing_dataset", "unreadable_file", "unreadable_file_in_worker", "no_vgg_weights"]
+)
 def test_cli_stops_on_an_explained_error_with_its_message_alone(tmp_path, case):
     args, expected = _explained_stop(case, tmp_path)
     result = _run_bundle(
@@ -464,3 +468,24 @@ def test_trainer_stops_on_an_explained_error_without_the_exception_handlers(capl
         trainer._handle_exception(wrapped)
     assert err.value is wrapped and handled == [bug]
     assert caplog.text.count("cannot read x.nii") == 1 and wrapped.__cause__.logged
+
+
+def test_explained_error_is_found_in_a_worker_failure_text_only():
+    """A DataLoader worker's failure carries the worker's traceback as text; the project's explained
+    error is rebuilt from it once, while other errors found in such text stay unexplained."""
+    from napari_uspmie.errors import WorkerError, find_explained
+
+    def worker_failure(last_line: str) -> RuntimeError:
+        text = "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        return RuntimeError(f"{text}  File 'x.py', line 1, in f\n{last_line}\n")
+
+    wrapped = RuntimeError("Failed to evaluate")
+    wrapped.__cause__ = worker_failure(
+        "napari_uspmie.data_transforms.SourceReadError: cannot read /data/A/cut.nii: OSError: truncated"
+    )
+    found = find_explained(wrapped)
+    assert isinstance(found, WorkerError) and str(found) == "cannot read /data/A/cut.nii: OSError: truncated"
+    assert find_explained(wrapped) is found  # the same one: logged once
+    assert find_explained(worker_failure("ZeroDivisionError: division by zero")) is None
+    assert find_explained(worker_failure("napari_uspmie.engine.LinearDecayLambda: not an error")) is None
+    assert find_explained(RuntimeError("napari_uspmie.data.DatasetError: not from a worker")) is None
