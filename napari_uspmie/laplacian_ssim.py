@@ -17,6 +17,7 @@ Everything is differentiable and runs on the tensors' device.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ K1 = 0.01
 K2 = 0.03
 #: Elements per piece when a CPU batch is processed in cache-sized pieces.
 _CPU_CHUNK = 2**20
+#: Image pixels from which the pieces also take pyramid level 2 (below, level 1 is already small).
+_PIECE_LEVEL2_PIXELS = 2**19
 
 
 def min_size_for_level(level: int, window: int = WINDOW) -> int:
@@ -215,12 +218,13 @@ def _gray_pair(p: torch.Tensor, r: torch.Tensor, out: torch.Tensor | None = None
     return out.view(2 * b, 1, *p.shape[2:])
 
 
-def _first_level_in_pieces(p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian level 1 of the luma of every pair, computed piece by piece (see :func:`_chunks`).
+def _levels_in_pieces(p: torch.Tensor, r: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian level ``depth`` (1 or 2) of the luma of every pair, computed piece by piece (:func:`_chunks`).
 
-    Each piece's luma goes through one reused buffer and its level 1 straight into its slot of
-    the result: a fresh full-size buffer per piece and a concatenation at the end cost about as
-    much as the filtering (page faults, one more pass over memory).
+    Each piece's luma goes through one reused buffer and its last level straight into its slot
+    of the result: a fresh full-size buffer per piece and a concatenation at the end cost about as
+    much as the filtering (page faults, one more pass over memory). Level 2 of a large image is
+    taken while the piece's level 1 is still in cache.
 
     Returns:
         The level, ``(2B, 1, ...)`` with each piece's ``pred`` then ``ref`` images side by side,
@@ -228,32 +232,41 @@ def _first_level_in_pieces(p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tens
     """
     pieces = _chunks(p, r)
     n = pieces[0][0].shape[0]
-    level1 = p.new_empty((2 * p.shape[0], 1, *((s + 1) // 2 for s in p.shape[2:])))
+    size = tuple(p.shape[2:])
+    for _ in range(depth):
+        size = tuple((s + 1) // 2 for s in size)
+    level = p.new_empty((2 * p.shape[0], 1, *size))
     gray = p.new_empty((2 * n, p[0, 0].numel())) if p.shape[1] == 3 else None
     pred_rows, ref_rows, start = [], [], 0
     for p_part, r_part in pieces:
         m = p_part.shape[0]
         pair = _gray_pair(p_part, r_part, None if gray is None else gray[: 2 * m])
-        pyr_down(pair, out=level1[2 * start : 2 * start + 2 * m])
+        slot = level[2 * start : 2 * start + 2 * m]
+        if depth == 1:
+            pyr_down(pair, out=slot)
+        else:
+            pyr_down(pyr_down(pair), out=slot)
         pred_rows.append(torch.arange(2 * start, 2 * start + m))
         ref_rows.append(torch.arange(2 * start + m, 2 * start + 2 * m))
         start += m
-    return level1, torch.cat(pred_rows + ref_rows).to(p.device)
+    return level, torch.cat(pred_rows + ref_rows).to(p.device)
 
 
 def _residual_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int) -> torch.Tensor:
     """Laplacian band of ``pred`` then ``ref``, ``(2B, 1, ...)``, the full-resolution work done in pieces.
 
-    Only the gray image and the first pyramid level touch every input sample; those run on
+    Only the gray image and the first pyramid levels touch many samples; those run on
     cache-sized pieces of the batch, and the much smaller coarser levels on the whole batch at
     once, so their many small operator calls are paid once per batch rather than once per piece.
     """
     needs_grad = torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
     if level == 0 or needs_grad or len(_chunks(p, r)) == 1:
         return laplacian_residual(_gray_pair(p, r), level, max_level)
-    level1, order = _first_level_in_pieces(p, r)
-    # The band at ``level`` of the image is the band at ``level - 1`` of its first Gaussian level.
-    return laplacian_residual(level1, level - 1, max_level - 1).index_select(0, order)
+    # Level 2 in the pieces too when a level-1 image is large (its passes then run in cache).
+    depth = 2 if level >= 2 and math.prod(p.shape[2:]) >= _PIECE_LEVEL2_PIXELS else 1
+    base, order = _levels_in_pieces(p, r, depth)
+    # The band at ``level`` of the image is the band at ``level - depth`` of its Gaussian level ``depth``.
+    return laplacian_residual(base, level - depth, max_level - depth).index_select(0, order)
 
 
 def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int):

@@ -31,11 +31,13 @@ def _tensor(images: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
 
 @pytest.mark.parametrize("level", [0, 1, 3, 4])
 def test_chunked_batch_equals_reference_per_pair(pairs, level, monkeypatch):
-    """Cache-sized pieces (forced to one pair each here) and the whole-batch coarse levels change nothing."""
+    """Cache-sized pieces (forced to one pair each here, taking pyramid level 1 or levels 1 and 2)
+    and the whole-batch coarse levels change nothing."""
     preds, refs = pairs
     expected = np.array([reference_lassim(p, r, level) for p, r in zip(preds, refs, strict=True)])
-    for chunk in (ls._CPU_CHUNK, 1):
+    for chunk, level2_pixels in ((ls._CPU_CHUNK, ls._PIECE_LEVEL2_PIXELS), (1, ls._PIECE_LEVEL2_PIXELS), (1, 0)):
         monkeypatch.setattr(ls, "_CPU_CHUNK", chunk)
+        monkeypatch.setattr(ls, "_PIECE_LEVEL2_PIXELS", level2_pixels)  # 0: level 2 in the pieces too
         exact = lassim(_tensor(preds, torch.float64), _tensor(refs, torch.float64), level=level)
         np.testing.assert_allclose(exact.numpy(), expected, rtol=0, atol=1e-12)
         fast = lassim(_tensor(preds, torch.float32), _tensor(refs, torch.float32), level=level)
