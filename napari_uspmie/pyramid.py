@@ -55,9 +55,7 @@ def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
     the caller, which applies it once for all axes (a power of two: exactly the same result).
     """
     out_size = (p.shape[dim] - 2 * _PAD + 1) // 2
-    tap = [_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))]
-    acc = torch.add(tap[0], tap[4])  # a fresh tensor, so the in-place updates below are autograd-safe
-    return acc.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
+    return _binomial_sum([_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))])
 
 
 def _reflect_101(i: int, n: int) -> int:
@@ -78,7 +76,8 @@ def _edge_index(outputs: list[int], n: int, device: torch.device) -> torch.Tenso
 
 
 def _binomial_sum(tap: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``t0 + t4 + 4 t1 + 4 t3 + 6 t2`` into a fresh tensor, in :func:`_down_axis`'s order."""
+    """``t0 + t4 + 4 t1 + 4 t3 + 6 t2``, summed in this order into a fresh tensor (so the in-place
+    additions are autograd-safe and every path gives bit-identical results)."""
     return torch.add(tap[0], tap[4]).add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
 
 
