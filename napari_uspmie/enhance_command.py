@@ -12,7 +12,6 @@ slice for volumes): how much of the input's structure the enhancement kept (1: a
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,13 +45,6 @@ def _output_for(source: Path, output_dir: str | None) -> Path:
     from napari_uspmie.writers import enhanced_path
 
     return enhanced_path(source, output_dir if output_dir is not None else source.resolve().parent)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def structure_kept(image: np.ndarray, enhanced: np.ndarray, channel_axis: int | None, slice_axis: int) -> float | None:
@@ -96,9 +88,7 @@ def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_si
         image, channel_axis=channel_axis, slice_axis=slice_axis if spatial == 3 else 0, batch_size=batch_size
     )
     seconds = time.perf_counter() - start
-    if target.exists():  # --overwrite: only now, once the new result is ready
-        _remove(target)
-    write_like(result, meta, target)
+    write_like(result, meta, target)  # staged: an output it replaces stays intact until the new one is complete
     score = structure_kept(image, result, channel_axis, slice_axis if spatial == 3 else 0)
     return image.shape, seconds, score
 
