@@ -55,18 +55,14 @@ def structure_kept(image: np.ndarray, enhanced: np.ndarray, channel_axis: int | 
     """
     import torch
 
+    from napari_uspmie.enhance import Enhancer
     from napari_uspmie.laplacian_ssim import lassim, min_size_for_level
 
     def batch(array: np.ndarray) -> torch.Tensor:
-        """``(N, C, H, W)``: the image, or the volume's slices along ``slice_axis``; alpha dropped."""
-        if channel_axis is not None:
-            array = np.moveaxis(array, channel_axis, -1)[..., :3]
-            spatial = array.ndim - 1
-            array = np.moveaxis(array, -1, 0)  # (C, *spatial)
-            array = np.moveaxis(array, 1 + slice_axis, 0) if spatial == 3 else array[None]
-        else:
-            array = np.moveaxis(array, slice_axis, 0)[:, None] if array.ndim == 3 else array[None, None]
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        """``(N, C, H, W)`` in the layout the enhancer ran on (slices first); alpha dropped."""
+        work, _ = Enhancer._layout(array, channel_axis, slice_axis)  # (N, H, W, C)
+        colour = 3 if work.shape[-1] >= 3 else 1
+        return torch.from_numpy(np.ascontiguousarray(work[..., :colour].transpose(0, 3, 1, 2), dtype=np.float32))
 
     a, b = batch(image), batch(enhanced)
     if min(a.shape[-2:]) < min_size_for_level(3):
@@ -82,14 +78,11 @@ def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_si
         raise FileExistsError(f"{target}: already exists; pass --overwrite to replace it.")
     image, meta = read_image(source)
     channel_axis = meta.get("channel_axis")
-    spatial = meta.get("spatial_ndim", image.ndim - (channel_axis is not None))
     start = time.perf_counter()
-    result = enhancer.enhance(
-        image, channel_axis=channel_axis, slice_axis=slice_axis if spatial == 3 else 0, batch_size=batch_size
-    )
+    result = enhancer.enhance(image, channel_axis=channel_axis, slice_axis=slice_axis, batch_size=batch_size)
     seconds = time.perf_counter() - start
     write_like(result, meta, target)  # staged: an output it replaces stays intact until the new one is complete
-    score = structure_kept(image, result, channel_axis, slice_axis if spatial == 3 else 0)
+    score = structure_kept(image, result, channel_axis, slice_axis)
     return image.shape, seconds, score
 
 
