@@ -8,7 +8,8 @@ For the shipped generator (grey, ngf 16, 6 residual blocks) and the paper's (RGB
 * ``Enhancer.enhance``: numpy in, numpy out (intensity window and back, layout, padding,
   batching of slices, tiling), eager network;
 * ``Enhancer(compile=True).enhance``: the same with the network through ``torch.compile``
-  (Inductor, frozen weights); its first call per shape compiles and is reported apart;
+  (Inductor, frozen weights; on CPU its 3x3 residual convolutions by Winograd F(4x4, 3x3));
+  its first call per shape compiles and is reported apart;
 * ``Enhancer(compile=True, bf16=True).enhance``: the opt-in bfloat16 path (autocast, compiled), with
   its difference from float32 and its fraction of the machine's bfloat16 matmul FLOP/s.
 
@@ -46,6 +47,7 @@ from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: 
 from napari_uspmie.enhance import Enhancer, compile_network  # noqa: E402
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
 from napari_uspmie.precision import autocast_for  # noqa: E402
+from napari_uspmie.winograd import to_winograd  # noqa: E402
 
 MODELS = {
     "shipped": {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"},
@@ -69,6 +71,7 @@ FULL_CASES = {
 }
 QUICK_CASES = {"tiny": [("2D 64x64, batch 1", 1, 64, 1), ("3D volume 4x64x64, batch 2", 4, 64, 2)]}
 TRIAL_CASE = {"shipped": (8, 256), "paper": (1, 256), "tiny": (2, 64)}
+COMPILED_DEFAULT = "torch.compile + Winograd on CPU (what `compile=True` runs)"
 
 
 def make_network(model: str) -> torch.nn.Module:
@@ -211,14 +214,16 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
     setup["TorchScript trace + freeze"] = time.perf_counter() - start
     bf16_mode = functools.partial(_no_grad_bf16, device)
     variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
+    variants["Winograd F(4x4, 3x3), eager"] = (to_winograd(net), x, torch.inference_mode)
     if with_compile:
-        compiled = compile_network(copy.deepcopy(net))
-        start = time.perf_counter()
-        with torch.no_grad():
-            compiled(x)
-        variants["torch.compile (Inductor, frozen weights)"] = (compiled, x, torch.no_grad)
-        setup["torch.compile (Inductor, frozen weights)"] = time.perf_counter() - start
-        compiled_bf16 = compile_network(copy.deepcopy(net))
+        for name, winograd in (("torch.compile (Inductor, frozen weights)", False), (COMPILED_DEFAULT, None)):
+            compiled = compile_network(copy.deepcopy(net), winograd=winograd)
+            start = time.perf_counter()
+            with torch.no_grad():
+                compiled(x)
+            variants[name] = (compiled, x, torch.no_grad)
+            setup[name] = time.perf_counter() - start
+        compiled_bf16 = compile_network(copy.deepcopy(net), winograd=False)
         start = time.perf_counter()
         with bf16_mode():
             compiled_bf16(x)
@@ -263,10 +268,12 @@ def markdown(
         "Seconds per case, best of interleaved runs after a warm-up (compiled: after its compilation, whose",
         "first call is reported apart). `eager` is the plain fp32 forward on a ready tensor (the baseline);",
         "`enhance` and `compiled` are `Enhancer.enhance` on numpy arrays (uint8 photographs, int16 volume)",
-        "with the eager or the compiled network. Speedup = eager / compiled (above 1: faster); `enhance x`",
-        "= eager / enhance. GFLOP: convolutions of the case, counted from the layer shapes (the paper",
-        "generator: 99.1 GFLOP per 256x256 RGB image). `% peak`: GFLOP / seconds / measured matmul",
-        "GFLOP/s, for the network alone (eager) and for the whole compiled enhancement. Peak memory: what",
+        "with the eager or the compiled network (`compile=True`: Inductor, frozen weights and, on CPU in",
+        "float32, the 3x3 residual convolutions by Winograd F(4x4, 3x3)). Speedup = eager / compiled (above",
+        "1: faster); `enhance x` = eager / enhance. GFLOP: convolutions of the case, counted from the layer",
+        "shapes as direct convolutions (the paper generator: 99.1 GFLOP per 256x256 RGB image). `% peak`:",
+        "GFLOP / seconds / measured matmul GFLOP/s, for the network alone (eager) and for the whole compiled",
+        "enhancement (effective: Winograd does a quarter of the 3x3 layers' multiplications). Peak memory: what",
         "one call adds to the process (resident set; CUDA: allocated). `diff`: largest difference between",
         "the compiled and the eager network outputs on the case's first batch (outputs in [-1, 1]).",
         "",

@@ -37,6 +37,7 @@ from napari_uspmie.inferers import EnhancementInferer
 from napari_uspmie.intensity import IntensityMap, network_channels
 from napari_uspmie.networks import ResnetGenerator
 from napari_uspmie.precision import cpu_has_fast_bf16
+from napari_uspmie.winograd import to_winograd
 
 __all__ = [
     "Enhancer",
@@ -158,7 +159,7 @@ def _bundle_defaults(bundle_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def compile_network(network: nn.Module) -> nn.Module:
+def compile_network(network: nn.Module, winograd: bool | None = None) -> nn.Module:
     """``torch.compile`` for inference: static shapes, weights frozen into the graph as constants.
 
     Freezing lets Inductor pre-pack the convolution weights (oneDNN on CPU) and fuse the
@@ -169,12 +170,20 @@ def compile_network(network: nn.Module) -> nn.Module:
     Args:
         network: a module in evaluation mode; a TorchScript module is returned as it is (it has
             its own optimising compiler).
+        winograd: compute the 3x3 stride-1 convolutions by Winograd F(4x4, 3x3)
+            (:mod:`napari_uspmie.winograd`; 4x fewer multiplications, results within a few 1e-5).
+            ``None``: on when the network's weights are on the CPU (cuDNN has its own).
 
     Returns:
-        The compiled module (attributes such as ``in_channels`` still read through).
+        The compiled module (attributes such as ``in_channels`` still read through); the
+        network passed in is left as it is.
     """
     if isinstance(network, torch.jit.ScriptModule):
         return network
+    if winograd is None:
+        winograd = all(p.device.type == "cpu" for p in network.parameters())
+    if winograd:
+        network = to_winograd(network)
     return torch.compile(network, dynamic=False, options={"freezing": True})
 
 
@@ -195,9 +204,10 @@ class Enhancer:
             ``docs/benchmarks.md``). Without bf16 hardware it can be slower than float32.
         kwargs: the architecture (informational).
         compile: run the network through ``torch.compile`` (Inductor, weights frozen into the
-            graph). Each new input shape compiles first (tens of seconds on a CPU), then runs
-            faster than eager (see ``docs/benchmarks.md``); results agree with eager fp32 to
-            about 1e-5. Off by default: a one-off enhancement would spend longer compiling.
+            graph; on CPU in float32 with Winograd 3x3 convolutions, :func:`compile_network`).
+            Each new input shape compiles first (seconds to tens of seconds on a CPU), then runs
+            1.6-2.3x faster than eager (see ``docs/benchmarks.md``); results agree with eager
+            fp32 to about 5e-5. Off by default: a one-off enhancement would spend longer compiling.
     """
 
     def __init__(
@@ -216,11 +226,13 @@ class Enhancer:
         self.device = pick_device(device)
         self.network = network.to(self.device).eval()
         self.compile = bool(compile)
-        self._runner = compile_network(self.network) if self.compile else self.network
+        self.bf16 = bool(bf16)
+        # Winograd's transforms need float32 precision: under bf16 autocast the direct convolutions run.
+        winograd = self.device.type == "cpu" and not self.bf16
+        self._runner = compile_network(self.network, winograd=winograd) if self.compile else self.network
         self.tile_size, self.overlap, self.batch_size = int(tile_size), float(overlap), int(batch_size)
         self.percentiles = tuple(percentiles)
         self.amp = amp
-        self.bf16 = bool(bf16)
         if self.bf16 and self.device.type == "cpu" and not cpu_has_fast_bf16():
             warnings.warn(
                 "bf16=True on a CPU without bfloat16 hardware (AMX or AVX-512 BF16): it is emulated and can be "

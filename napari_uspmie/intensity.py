@@ -24,7 +24,7 @@ from torch import nn
 
 from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
 
-__all__ = ["intensity_window", "IntensityMap", "ChannelAdapter", "network_channels"]
+__all__ = ["intensity_window", "percentiles_of", "IntensityMap", "ChannelAdapter", "network_channels"]
 
 
 def intensity_window(
@@ -48,12 +48,51 @@ def intensity_window(
     values = array[np.isfinite(array)] if array.dtype.kind == "f" else array.ravel()
     if values.size == 0:
         return 0.0, 1.0
-    low, high = (float(v) for v in np.percentile(values, [float(percentiles[0]), float(percentiles[1])]))
+    low, high = percentiles_of(values, (float(percentiles[0]), float(percentiles[1])))
     if not high > low:
         low, high = float(values.min()), float(values.max())
     if not high > low:  # constant image
         low, high = low - 1.0, high + 1.0
     return low, high
+
+
+#: Widest value range (max - min) whose percentiles are read from a histogram.
+_HISTOGRAM_RANGE = 1 << 17
+
+
+def percentiles_of(values: np.ndarray, percentiles: Sequence[float]) -> tuple[float, ...]:
+    """``np.percentile(values, percentiles)`` (linear interpolation), faster for integer data.
+
+    Integer data of at most ``_HISTOGRAM_RANGE`` distinct levels (8/12/16-bit images, CT in HU)
+    are counted into a histogram in one pass and the order statistics read from its cumulative
+    sum, instead of the partial sorts ``np.percentile`` makes (a 300-slice CT: ~0.1 s instead of ~1 s).
+
+    Args:
+        values: 1D array of finite values.
+        percentiles: in [0, 100].
+
+    Returns:
+        One float per percentile.
+    """
+    qs = [float(q) for q in percentiles]
+    if values.dtype.kind not in "iu" or values.size == 0:
+        return tuple(float(v) for v in np.percentile(values, qs))
+    vmin, vmax = int(values.min()), int(values.max())
+    if vmax - vmin > _HISTOGRAM_RANGE:
+        return tuple(float(v) for v in np.percentile(values, qs))
+    shifted = values.astype(np.intp)  # in the data's own type, values - vmin could overflow
+    if vmin:
+        shifted -= vmin
+    counts = np.cumsum(np.bincount(shifted, minlength=vmax - vmin + 1))
+    n = values.size
+    out = []
+    for q in qs:
+        position = (n - 1) * q / 100.0
+        below = int(np.floor(position))
+        # The value of order statistic k (0-based) is the first level whose cumulative count exceeds k.
+        lo, hi = (vmin + int(np.searchsorted(counts, k, side="right")) for k in (below, min(below + 1, n - 1)))
+        out.append(lo + (hi - lo) * (position - below))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -100,16 +139,21 @@ class IntensityMap:
                 back, so clipped tails keep their values.
             keep_range: clip to the input's ``[vmin, vmax]``.
         """
-        values = (unit.astype(np.float32) + 1.0) * np.float32(self.scale) + np.float32(self.low)
+        # In-place passes over one float32 buffer: volumes are large and each temporary is a pass over memory.
+        values = np.add(unit, np.float32(1.0), dtype=np.float32)
+        values *= np.float32(self.scale)
+        values += np.float32(self.low)
         if original is not None:
-            orig = original.astype(np.float32, copy=False)
-            values += orig - np.clip(orig, self.low, self.high)
+            orig = original.astype(np.float32)
+            clipped = np.clip(orig, self.low, self.high)
+            values += np.subtract(orig, clipped, out=orig)
         if keep_range:
             np.clip(values, self.vmin, self.vmax, out=values)
         dtype = np.dtype(self.dtype)
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
-            return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+            np.rint(values, out=values)
+            return np.clip(values, info.min, info.max, out=values).astype(dtype)
         if dtype.kind == "b":
             return values > 0.5
         return values.astype(dtype)

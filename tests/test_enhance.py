@@ -18,10 +18,11 @@ from napari_uspmie import lassim, load_enhancer
 from napari_uspmie.enhance import Enhancer, infer_generator_kwargs, pick_device
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
 from napari_uspmie.inferers import EnhancementInferer
-from napari_uspmie.intensity import ChannelAdapter, IntensityMap, intensity_window
+from napari_uspmie.intensity import ChannelAdapter, IntensityMap, intensity_window, percentiles_of
 from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
 from napari_uspmie.networks import ResnetGenerator
 from napari_uspmie.precision import autocast_for, cpu_bf16_flags
+from napari_uspmie.winograd import WinogradConv2d
 from tests.io_factories import ct_volume, mni_slices, random_bundle
 
 TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
@@ -171,6 +172,23 @@ def test_intensity_window():
     assert (mapping.vmin, mapping.vmax, mapping.dtype) == (ct.min(), ct.max(), "int16")
 
 
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.uint8])
+def test_percentiles_from_histogram_equal_numpy(dtype):
+    """Integer data: percentiles read from a histogram equal ``np.percentile`` of the same values in int64
+    (numpy on int16 itself overflows interpolating across a range wider than 32767); wide ranges and floats
+    go to ``np.percentile``."""
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    info = np.iinfo(dtype)
+    lo, hi = (max(info.min, -(1 << 20)), min(info.max, 1 << 20))
+    for n in (1, 2, 5, 1000, 100_000):
+        values = rng.integers(lo, hi, n, endpoint=True).astype(dtype)
+        for qs in ((0.5, 99.5), (0.0, 100.0), (50.0, 12.5)):
+            expected = np.percentile(values.astype(np.int64), qs)
+            np.testing.assert_allclose(percentiles_of(values, qs), expected, rtol=1e-12, atol=1e-9)
+    floats = rng.random(1000)
+    assert percentiles_of(floats, (10, 90)) == tuple(np.percentile(floats, (10, 90)))
+
 def test_load_enhancer_checkpoint_layouts(tmp_path):
     bundle = random_bundle(tmp_path / "bundle", TINY)
     enh = load_enhancer(bundle, device="cpu")
@@ -209,8 +227,9 @@ def test_pick_device():
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU builds C++ kernels with g++")
 def test_compiled_network_matches_eager():
-    """``compile=True`` (Inductor, frozen weights) against the eager fp32 network: 1e-3 on [-1, 1] outputs
-    and on the enhanced image in its own units (8-bit: at most one grey level, from rounding)."""
+    """``compile=True`` (Inductor, frozen weights, Winograd 3x3 convolutions) against the eager fp32 network:
+    1e-3 on [-1, 1] outputs and on the enhanced image in its own units
+    (8-bit: at most one grey level, from rounding)."""
     torch.manual_seed(0)
     net = ResnetGenerator(**TINY).eval()
     eager = Enhancer(net, device="cpu", tile_size=64)
@@ -220,6 +239,11 @@ def test_compiled_network_matches_eager():
         torch.testing.assert_close(compiled._runner(x), net(x), rtol=0, atol=1e-3)
     floats = np.random.default_rng(2).random((2, 48, 40)).astype(np.float32)
     np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
+    # float32 on CPU: the residual 3x3 convolutions run as Winograd F(4x4, 3x3); under bf16 they stay direct.
+    assert any(isinstance(m, WinogradConv2d) for m in compiled._runner._orig_mod.modules())
+    bf16 = Enhancer(net, device="cpu", tile_size=64, compile=True, bf16=True)
+    assert not any(isinstance(m, WinogradConv2d) for m in bf16._runner._orig_mod.modules())
+    assert not any(isinstance(m, WinogradConv2d) for m in net.modules())
     scripted = torch.jit.script(ResnetGenerator(**TINY).eval())
     assert Enhancer(scripted, device="cpu", compile=True)._runner is scripted  # TorchScript runs as it is
 
