@@ -172,7 +172,6 @@ def test_intensity_window():
     assert (mapping.vmin, mapping.vmax, mapping.dtype) == (ct.min(), ct.max(), "int16")
 
 
-
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.uint8])
 def test_percentiles_from_histogram_equal_numpy(dtype):
     """Integer data: percentiles read from a histogram equal ``np.percentile`` of the same values in int64
@@ -188,6 +187,7 @@ def test_percentiles_from_histogram_equal_numpy(dtype):
             np.testing.assert_allclose(percentiles_of(values, qs), expected, rtol=1e-12, atol=1e-9)
     floats = rng.random(1000)
     assert percentiles_of(floats, (10, 90)) == tuple(np.percentile(floats, (10, 90)))
+
 
 def test_load_enhancer_checkpoint_layouts(tmp_path):
     bundle = random_bundle(tmp_path / "bundle", TINY)
