@@ -8,11 +8,23 @@ import math
 import torch
 from torch import nn
 
+from napari_uspmie.winograd import TILE, WinogradConv2d
+
 __all__ = ["conv_flops"]
+
+
+def _winograd_flops(module: WinogradConv2d, output: torch.Tensor) -> int:
+    """What Winograd F(4x4, 3x3) runs: the input and output tile transforms and 36 channel products."""
+    n, c_out, h, w = output.shape
+    tiles = n * -(-h // TILE) * -(-w // TILE)
+    c_in = module.in_channels
+    return 2 * tiles * (36 * 36 * c_in + 36 * c_in * c_out + 16 * 36 * c_out)
 
 
 def _layer_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
     """Multiply-adds times two of one (transposed) convolution call."""
+    if isinstance(module, WinogradConv2d):
+        return _winograd_flops(module, output)
     weight = module.weight
     per_tap = math.prod(weight.shape[2:])  # kernel samples
     if isinstance(module, nn.ConvTranspose2d):
@@ -28,6 +40,8 @@ def conv_flops(network: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     Convolutions hold all but a fraction of a percent of a ResNet generator's arithmetic;
     norms, activations and paddings are left out, as matmul-peak comparisons usually do.
+    Layers replaced by :class:`WinogradConv2d` count what that algorithm runs (transforms and
+    products), so a network from ``to_winograd`` gives the arithmetic actually executed.
     The network runs on the ``meta`` device: shapes only, no arithmetic, no memory.
 
     Args:
@@ -44,7 +58,8 @@ def conv_flops(network: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += _layer_flops(module, inputs, output)
 
-    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    layers = (nn.Conv2d, nn.ConvTranspose2d, WinogradConv2d)
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, layers)]
     try:
         with torch.no_grad():
             meta(torch.empty(input_shape, device="meta"))

@@ -43,7 +43,8 @@ def _enhance_rows(data: dict) -> list[str]:
             _row("inference speedup over eager fp32 (compiled)", case, r["eager_s"] / r["compiled_s"], "x", 1.5)
         )
         fraction = 100 * r["gflop"] / r["compiled_s"] / data["matmul_gflops"]
-        rows.append(_row("inference fraction of matmul FLOP/s (compiled)", case, fraction, "%", 50))
+        what = "inference fraction of matmul FLOP/s (compiled; direct-convolution FLOPs)"
+        rows.append(_row(what, case, fraction, "%", 50))
     for r in data["rows"]:
         if "bf16_s" not in r or "matmul_gflops_bf16" not in data:
             continue

@@ -118,28 +118,40 @@ def list_cases(dataset_dir: str | os.PathLike | None) -> list[dict[str, str]]:
     return sorted(cases, key=lambda c: c["case"])
 
 
-def load_network(network_def: torch.nn.Module, ckpt_path: str | os.PathLike, device: Any) -> torch.nn.Module:
+def load_network(
+    network_def: torch.nn.Module,
+    ckpt_path: str | os.PathLike,
+    device: Any,
+    compile: bool = False,
+    bf16: bool = False,
+) -> torch.nn.Module:
     """``network_def`` with the weights of ``ckpt_path`` (any checkpoint layout), on ``device``, in eval mode.
 
     When the weights were trained with another width or depth than ``network_def``, the network is
     rebuilt from the checkpoint's ``network_def_kwargs``, ``model_config.json`` beside it, or the
     weights' shapes, so ``--ckpt_path`` alone is enough. A missing file leaves the network as
     initialised (config checks do not need weights; :func:`prepare_run` refuses to run without them).
+    With ``compile`` the network comes back through :func:`napari_uspmie.enhance.compile_network`
+    (Winograd 3x3 convolutions on CPU unless ``bf16`` autocast will run it).
     """
-    from napari_uspmie.enhance import generator_state, load_generator_weights
+    from napari_uspmie.enhance import compile_network, generator_state, load_generator_weights
 
     path = Path(ckpt_path)
     if not path.is_file():
         logger.warning("%s: no weights; the network keeps its initial values.", path)
-        return network_def.to(device).eval()
-    try:
-        state, _ = generator_state(torch.load(path, map_location="cpu", weights_only=True), path)
-        network_def.load_state_dict(state)
         net = network_def
-    except (RuntimeError, ValueError, KeyError):
-        net, kwargs = load_generator_weights(path)
-        logger.info("%s: architecture %s differs from network_def; using the checkpoint's.", path, kwargs)
-    return net.to(device).eval()
+    else:
+        try:
+            state, _ = generator_state(torch.load(path, map_location="cpu", weights_only=True), path)
+            network_def.load_state_dict(state)
+            net = network_def
+        except (RuntimeError, ValueError, KeyError):
+            net, kwargs = load_generator_weights(path)
+            logger.info("%s: architecture %s differs from network_def; using the checkpoint's.", path, kwargs)
+    net = net.to(device).eval()
+    if not compile:
+        return net
+    return compile_network(net, winograd=torch.device(device).type == "cpu" and not bf16)
 
 
 def prepare_run(

@@ -15,6 +15,7 @@ from machine import PeakMemory  # noqa: E402
 from targets import targets_table  # noqa: E402
 
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
+from napari_uspmie.winograd import to_winograd  # noqa: E402
 
 
 def test_conv_flops_by_hand():
@@ -30,6 +31,16 @@ def test_paper_generator_costs_99_gflop():
     assert flops == pytest.approx(99.1e9, rel=1e-3)
     block_convs = 18 * 2 * 64 * 64 * 256 * 256 * 9
     assert 0.85 < block_convs / flops < 0.9
+
+
+def test_winograd_layers_count_what_they_run():
+    """A 3x3 layer by Winograd F(4x4, 3x3) on a 9x10 output: 3x3 tiles of 4x4; input transform 36x36 per tile
+    and channel, 36 channel products, output transform 16x36 per tile and output channel."""
+    conv = nn.Conv2d(5, 7, 3)
+    tiles = 2 * 3 * 3
+    expected = 2 * tiles * (36 * 36 * 5 + 36 * 5 * 7 + 16 * 36 * 7)
+    assert conv_flops(to_winograd(nn.Sequential(conv)), (2, 5, 11, 12)) == expected
+    assert conv_flops(conv, (2, 5, 11, 12)) == 2 * (2 * 7 * 9 * 10) * 5 * 9
 
 
 def test_peak_memory_sees_a_large_allocation():
