@@ -17,6 +17,7 @@ becomes a napari notification.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -126,6 +127,20 @@ def _bf16_tooltip() -> str:
     )
 
 
+def _can_compile() -> bool:
+    """``torch.compile`` builds C++ kernels with g++ on CPU (Triton kernels on CUDA)."""
+    import torch
+
+    return shutil.which("g++") is not None or torch.cuda.is_available()
+
+
+_COMPILE_TIP = (
+    "Run the network through torch.compile (on CPU with Winograd 3x3 convolutions). The first run per "
+    "slice size compiles for a few seconds; later slices of that size run about 1.5-2.4x faster, with "
+    "the same results to 1e-4. Worth it for volumes and repeated runs."
+)
+
+
 class EnhanceWidget(Container):
     """Dock widget: enhance the chosen image layer (2D, RGB(A) or 3D) with LaMEGAN.
 
@@ -149,6 +164,9 @@ class EnhanceWidget(Container):
         self._tile.tooltip = "Slices larger than this are enhanced in overlapping tiles (0: the bundle's default)."
         self._bf16 = CheckBox(name="bf16", text="fast bfloat16 (approximate)", value=False)
         self._bf16.tooltip = _bf16_tooltip()
+        self._compile = CheckBox(name="compile", text="compile (faster for volumes)", value=False)
+        self._compile.enabled = _can_compile()
+        self._compile.tooltip = _COMPILE_TIP if self._compile.enabled else "Needs a C++ compiler (g++) on CPU."
         self._run = PushButton(name="enhance_button", text="Enhance")
         self._cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
         self._status = Label(name="status", label="", value="")
@@ -161,6 +179,7 @@ class EnhanceWidget(Container):
                 self._slice_axis,
                 self._tile,
                 self._bf16,
+                self._compile,
                 self._run,
                 self._cancel_button,
                 self._status,
@@ -260,13 +279,14 @@ class EnhanceWidget(Container):
         if source == "bundle" and not self._confirm_bundle(path):
             notify_info(f"Enhance: the bundle in {path} was not loaded.")
             return None
-        load_args = {"device": device, "bf16": bool(self._bf16.value)}
+        compiled = bool(self._compile.value) and self._compile.enabled
+        load_args = {"device": device, "bf16": bool(self._bf16.value), "compile": compiled}
         if source == "bundle":
             load_args["bundle_dir"] = path
         elif source == "checkpoint":
             load_args["checkpoint"] = path
         stamp = path.stat().st_mtime if path is not None and path.is_file() else None
-        key = (source, path, stamp, device, load_args["bf16"])
+        key = (source, path, stamp, device, load_args["bf16"], compiled)
         tile = int(self._tile.value)
         options = {
             "channel_axis": -1 if kind in ("rgb", "rgba") else None,

@@ -244,8 +244,8 @@ class Enhancer:
 
     def __repr__(self) -> str:
         name = self.kwargs or type(self.network).__name__
-        precision = ", bf16" if self.bf16 else ""
-        return f"Enhancer({name}, device={self.device}, tile={self.tile_size}{precision})"
+        options = (", bf16" if self.bf16 else "") + (", compiled" if self.compile else "")
+        return f"Enhancer({name}, device={self.device}, tile={self.tile_size}{options})"
 
     @staticmethod
     def _layout(array: np.ndarray, channel_axis: int | None, slice_axis: int) -> tuple[np.ndarray, tuple]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -115,6 +117,24 @@ def test_bf16_box_runs_the_model_in_bfloat16(make_napari_viewer, qtbot, tiny_che
     assert "bf16" in bf16.metadata["enhancement"]["model"] and "bf16" not in fp32.metadata["enhancement"]["model"]
     diff = np.abs(fp32.data.astype(int) - bf16.data.astype(int))
     assert 0 < diff.max() <= 16
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU builds C++ kernels with g++")
+def test_compile_box_runs_the_compiled_network(make_napari_viewer, qtbot, tiny_checkpoint):
+    """The compile box: the network through torch.compile (Winograd on CPU), same image within one grey level."""
+    viewer = make_napari_viewer()
+    image = transform.resize(data.camera(), (64, 48), preserve_range=True).astype(np.uint8)
+    source = viewer.add_image(image, name="camera")
+    widget = _widget(viewer, tiny_checkpoint)
+    assert widget.compile.value is False and widget.compile.enabled
+    _enhance(qtbot, widget, source)
+    widget.compile.value = True
+    _enhance(qtbot, widget, source)
+    eager, compiled = viewer.layers["camera enhanced"], viewer.layers["camera enhanced [1]"]
+    assert "compiled" in compiled.metadata["enhancement"]["model"]
+    assert "compiled" not in eager.metadata["enhancement"]["model"]
+    assert np.abs(eager.data.astype(int) - compiled.data.astype(int)).max() <= 1
+    assert not np.array_equal(compiled.data, image)
 
 
 def test_enhance_rgb_and_3d(make_napari_viewer, qtbot, tiny_checkpoint):
