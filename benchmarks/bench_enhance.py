@@ -228,7 +228,7 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
                 compiled(x)
             variants[name] = (compiled, x, torch.no_grad)
             setup[name] = time.perf_counter() - start
-        compiled_bf16 = compile_network(copy.deepcopy(net), winograd=False)
+        compiled_bf16 = compile_network(copy.deepcopy(net), bf16=True)
         start = time.perf_counter()
         with bf16_mode():
             compiled_bf16(x)

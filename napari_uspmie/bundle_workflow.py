@@ -151,7 +151,7 @@ def load_network(
     net = net.to(device).eval()
     if not compile:
         return net
-    return compile_network(net, winograd=torch.device(device).type == "cpu" and not bf16)
+    return compile_network(net, bf16=bf16)
 
 
 def prepare_run(

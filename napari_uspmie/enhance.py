@@ -159,7 +159,7 @@ def _bundle_defaults(bundle_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def compile_network(network: nn.Module, winograd: bool | None = None) -> nn.Module:
+def compile_network(network: nn.Module, winograd: bool | None = None, bf16: bool = False) -> nn.Module:
     """``torch.compile`` for inference: static shapes, weights frozen into the graph as constants.
 
     Freezing lets Inductor pre-pack the convolution weights (oneDNN on CPU) and fuse the
@@ -172,7 +172,9 @@ def compile_network(network: nn.Module, winograd: bool | None = None) -> nn.Modu
             its own optimising compiler).
         winograd: compute the 3x3 stride-1 convolutions by Winograd F(4x4, 3x3)
             (:mod:`napari_uspmie.winograd`; 4x fewer multiplications, results within a few 1e-5).
-            ``None``: on when the network's weights are on the CPU (cuDNN has its own).
+            ``None``: on when the network's weights are on the CPU (cuDNN has its own) and it will
+            not run under bfloat16 autocast (the transforms need float32 precision).
+        bf16: the network will run under bfloat16 autocast.
 
     Returns:
         The compiled module (attributes such as ``in_channels`` still read through); the
@@ -181,7 +183,7 @@ def compile_network(network: nn.Module, winograd: bool | None = None) -> nn.Modu
     if isinstance(network, torch.jit.ScriptModule):
         return network
     if winograd is None:
-        winograd = all(p.device.type == "cpu" for p in network.parameters())
+        winograd = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
     if winograd:
         network = to_winograd(network)
     return torch.compile(network, dynamic=False, options={"freezing": True})
@@ -227,9 +229,7 @@ class Enhancer:
         self.network = network.to(self.device).eval()
         self.compile = bool(compile)
         self.bf16 = bool(bf16)
-        # Winograd's transforms need float32 precision: under bf16 autocast the direct convolutions run.
-        winograd = self.device.type == "cpu" and not self.bf16
-        self._runner = compile_network(self.network, winograd=winograd) if self.compile else self.network
+        self._runner = compile_network(self.network, bf16=self.bf16) if self.compile else self.network
         self.tile_size, self.overlap, self.batch_size = int(tile_size), float(overlap), int(batch_size)
         self.percentiles = tuple(percentiles)
         self.amp = amp
