@@ -71,7 +71,7 @@ FULL_CASES = {
 }
 QUICK_CASES = {"tiny": [("2D 64x64, batch 1", 1, 64, 1), ("3D volume 4x64x64, batch 2", 4, 64, 2)]}
 TRIAL_CASE = {"shipped": (8, 256), "paper": (1, 256), "tiny": (2, 64)}
-COMPILED_DEFAULT = "torch.compile + Winograd on CPU (what `compile=True` runs)"
+COMPILED_DEFAULT = "torch.compile + Winograd and depthwise-sum head on CPU (what `compile=True` runs)"
 
 
 def make_network(model: str) -> torch.nn.Module:
@@ -221,8 +221,8 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
     variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
     variants["Winograd F(4x4, 3x3), eager"] = (to_winograd(net), x, torch.inference_mode)
     if with_compile:
-        for name, winograd in (("torch.compile (Inductor, frozen weights)", False), (COMPILED_DEFAULT, None)):
-            compiled = compile_network(copy.deepcopy(net), winograd=winograd)
+        for name, fast_layers in (("torch.compile (Inductor, frozen weights)", False), (COMPILED_DEFAULT, None)):
+            compiled = compile_network(copy.deepcopy(net), fast_layers=fast_layers)
             start = time.perf_counter()
             with torch.no_grad():
                 compiled(x)

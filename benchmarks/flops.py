@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from napari_uspmie.depthwise_sum import DepthwiseSumConv2d
 from napari_uspmie.winograd import TILE, WinogradConv2d
 
 __all__ = ["conv_flops"]
@@ -25,6 +26,8 @@ def _layer_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: to
     """Multiply-adds times two of one (transposed) convolution call."""
     if isinstance(module, WinogradConv2d):
         return _winograd_flops(module, output)
+    if isinstance(module, DepthwiseSumConv2d):  # the same products as the convolution it replaces
+        return 2 * output.numel() * module.in_channels * math.prod(module.weight_depthwise.shape[2:])
     weight = module.weight
     per_tap = math.prod(weight.shape[2:])  # kernel samples
     if isinstance(module, nn.ConvTranspose2d):
@@ -58,7 +61,7 @@ def conv_flops(network: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += _layer_flops(module, inputs, output)
 
-    layers = (nn.Conv2d, nn.ConvTranspose2d, WinogradConv2d)
+    layers = (nn.Conv2d, nn.ConvTranspose2d, WinogradConv2d, DepthwiseSumConv2d)
     handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, layers)]
     try:
         with torch.no_grad():

@@ -132,7 +132,7 @@ def load_network(
     weights' shapes, so ``--ckpt_path`` alone is enough. A missing file leaves the network as
     initialised (config checks do not need weights; :func:`prepare_run` refuses to run without them).
     With ``compile`` the network comes back through :func:`napari_uspmie.enhance.compile_network`
-    (Winograd 3x3 convolutions on CPU unless ``bf16`` autocast will run it).
+    (its float32 CPU layer rewrites unless ``bf16`` autocast will run it).
     """
     from napari_uspmie.enhance import compile_network, generator_state, load_generator_weights
 

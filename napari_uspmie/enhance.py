@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_uspmie.depthwise_sum import to_depthwise_sum
 from napari_uspmie.errors import CheckpointError, InvalidImageError
 from napari_uspmie.inferers import EnhancementInferer
 from napari_uspmie.intensity import IntensityMap, network_channels
@@ -159,7 +160,7 @@ def _bundle_defaults(bundle_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def compile_network(network: nn.Module, winograd: bool | None = None, bf16: bool = False) -> nn.Module:
+def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
     """``torch.compile`` for inference: static shapes, weights frozen into the graph as constants.
 
     Freezing lets Inductor pre-pack the convolution weights (oneDNN on CPU) and fuse the
@@ -170,10 +171,12 @@ def compile_network(network: nn.Module, winograd: bool | None = None, bf16: bool
     Args:
         network: a module in evaluation mode; a TorchScript module is returned as it is (it has
             its own optimising compiler).
-        winograd: compute the 3x3 stride-1 convolutions by Winograd F(4x4, 3x3)
-            (:mod:`napari_uspmie.winograd`; 4x fewer multiplications, results within a few 1e-5).
-            ``None``: on when the network's weights are on the CPU (cuDNN has its own) and it will
-            not run under bfloat16 autocast (the transforms need float32 precision).
+        fast_layers: rewrite layers for float32 CPU inference first: 3x3 stride-1 convolutions by
+            Winograd F(4x4, 3x3) (:mod:`napari_uspmie.winograd`; 4x fewer multiplications) and
+            convolutions to one output channel as depthwise + sum
+            (:mod:`napari_uspmie.depthwise_sum`); results within a few 1e-5. ``None``: on when the
+            network's weights are on the CPU (cuDNN picks its own algorithms) and it will not run
+            under bfloat16 autocast (Winograd's transforms need float32 precision).
         bf16: the network will run under bfloat16 autocast.
 
     Returns:
@@ -182,10 +185,10 @@ def compile_network(network: nn.Module, winograd: bool | None = None, bf16: bool
     """
     if isinstance(network, torch.jit.ScriptModule):
         return network
-    if winograd is None:
-        winograd = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
-    if winograd:
-        network = to_winograd(network)
+    if fast_layers is None:
+        fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
+    if fast_layers:
+        network = to_depthwise_sum(to_winograd(network))
     return torch.compile(network, dynamic=False, options={"freezing": True})
 
 
@@ -206,7 +209,8 @@ class Enhancer:
             ``docs/benchmarks.md``). Without bf16 hardware it can be slower than float32.
         kwargs: the architecture (informational).
         compile: run the network through ``torch.compile`` (Inductor, weights frozen into the
-            graph; on CPU in float32 with Winograd 3x3 convolutions, :func:`compile_network`).
+            graph; on CPU in float32 with Winograd 3x3 convolutions and a depthwise + sum output
+            layer, :func:`compile_network`).
             Each new input shape compiles first (seconds to tens of seconds on a CPU), then runs
             1.6-2.3x faster than eager (see ``docs/benchmarks.md``); results agree with eager
             fp32 to about 5e-5. Off by default: a one-off enhancement would spend longer compiling.

@@ -14,6 +14,7 @@ from flops import conv_flops  # noqa: E402
 from machine import PeakMemory  # noqa: E402
 from targets import targets_table  # noqa: E402
 
+from napari_uspmie.depthwise_sum import to_depthwise_sum  # noqa: E402
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
 from napari_uspmie.winograd import to_winograd  # noqa: E402
 
@@ -41,6 +42,8 @@ def test_winograd_layers_count_what_they_run():
     expected = 2 * tiles * (36 * 36 * 5 + 36 * 5 * 7 + 16 * 36 * 7)
     assert conv_flops(to_winograd(nn.Sequential(conv)), (2, 5, 11, 12)) == expected
     assert conv_flops(conv, (2, 5, 11, 12)) == 2 * (2 * 7 * 9 * 10) * 5 * 9
+    head = nn.Conv2d(5, 1, 7)  # as depthwise + sum: the same products as the convolution
+    assert conv_flops(to_depthwise_sum(nn.Sequential(head)), (2, 5, 20, 20)) == conv_flops(head, (2, 5, 20, 20))
 
 
 def test_peak_memory_sees_a_large_allocation():

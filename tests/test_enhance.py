@@ -15,6 +15,7 @@ from skimage import data
 from torch import nn
 
 from napari_uspmie import lassim, load_enhancer
+from napari_uspmie.depthwise_sum import DepthwiseSumConv2d
 from napari_uspmie.enhance import Enhancer, infer_generator_kwargs, pick_device
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
 from napari_uspmie.inferers import EnhancementInferer
@@ -239,8 +240,10 @@ def test_compiled_network_matches_eager():
         torch.testing.assert_close(compiled._runner(x), net(x), rtol=0, atol=1e-3)
     floats = np.random.default_rng(2).random((2, 48, 40)).astype(np.float32)
     np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
-    # float32 on CPU: the residual 3x3 convolutions run as Winograd F(4x4, 3x3); under bf16 they stay direct.
+    # float32 on CPU: residual 3x3 convolutions by Winograd F(4x4, 3x3), the head as depthwise + sum;
+    # under bf16 the layers stay as they are.
     assert any(isinstance(m, WinogradConv2d) for m in compiled._runner._orig_mod.modules())
+    assert any(isinstance(m, DepthwiseSumConv2d) for m in compiled._runner._orig_mod.modules())
     bf16 = Enhancer(net, device="cpu", tile_size=64, compile=True, bf16=True)
     assert not any(isinstance(m, WinogradConv2d) for m in bf16._runner._orig_mod.modules())
     assert not any(isinstance(m, WinogradConv2d) for m in net.modules())
