@@ -136,7 +136,7 @@ def _can_compile() -> bool:
 
 _COMPILE_TIP = (
     "Run the network through torch.compile (on CPU with faster forms of its convolutions). The first run per "
-    "slice size compiles for a few seconds; later slices of that size run about 1.5-2.4x faster, with "
+    "slice size compiles for a few seconds; later slices of that size run about 2x faster, with "
     "the same results to 1e-4. Worth it for volumes and repeated runs."
 )
 

@@ -212,7 +212,7 @@ class Enhancer:
             graph; on CPU in float32 with Winograd 3x3 convolutions and a depthwise + sum output
             layer, :func:`compile_network`).
             Each new input shape compiles first (seconds to tens of seconds on a CPU), then runs
-            1.6-2.3x faster than eager (see ``docs/benchmarks.md``); results agree with eager
+            about 2x faster than eager (see ``docs/benchmarks.md``); results agree with eager
             fp32 to about 5e-5. Off by default: a one-off enhancement would spend longer compiling.
     """
 
