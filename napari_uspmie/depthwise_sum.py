@@ -10,11 +10,11 @@ same arithmetic in another order, 2-3.5x faster on a CPU for that layer. Results
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from napari_uspmie.layer_rewrite import replace_layers
 
 __all__ = ["DepthwiseSumConv2d", "is_depthwise_sum_eligible", "to_depthwise_sum"]
 
@@ -59,9 +59,4 @@ class DepthwiseSumConv2d(nn.Module):
 
 def to_depthwise_sum(network: nn.Module) -> nn.Module:
     """A copy of ``network`` with every eligible one-output-channel convolution as depthwise + sum."""
-    net = copy.deepcopy(network)
-    for parent in list(net.modules()):
-        for name, child in parent.named_children():
-            if is_depthwise_sum_eligible(child):
-                setattr(parent, name, DepthwiseSumConv2d(child))
-    return net
+    return replace_layers(network, is_depthwise_sum_eligible, DepthwiseSumConv2d)

@@ -19,11 +19,11 @@ bfloat16 autocast the transforms would lose too much precision.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from napari_uspmie.layer_rewrite import replace_layers
 
 __all__ = ["WinogradConv2d", "winograd_weight", "winograd_conv3x3", "to_winograd", "is_winograd_eligible"]
 
@@ -143,9 +143,4 @@ def to_winograd(network: nn.Module) -> nn.Module:
 
     The original is left untouched; the copy is for inference (its weights are fixed).
     """
-    net = copy.deepcopy(network)
-    for parent in list(net.modules()):
-        for name, child in parent.named_children():
-            if is_winograd_eligible(child):
-                setattr(parent, name, WinogradConv2d(child))
-    return net
+    return replace_layers(network, is_winograd_eligible, WinogradConv2d)
