@@ -8,8 +8,9 @@ model on grey is adapted by :class:`napari_uspmie.intensity.ChannelAdapter`).
 - Slices are padded (reflect) to a multiple of 4 and at least 16 pixels, as the ResNet
   generator needs, then cropped back.
 - Slices up to ``roi_size`` go through the network whole, ``batch_size`` slices at a time (fewer if
-  that exceeds ``max_pixels`` per call): this
-  is what the paper does at test time (instance norm then sees the whole image).
+  that exceeds ``max_pixels`` per call; on a CPU, by default, fewer still so that a call's
+  activations stay cache-sized, see :func:`pixels_per_call`): this is what the paper does at test
+  time (instance norm then sees the whole image).
 - Larger slices go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
   blending, ``batch_size`` windows at a time; the output is gathered on the inputs' device, so
   GPU memory holds only a few windows and a 4096x4096 image needs a bounded amount of RAM
@@ -38,9 +39,41 @@ from napari_uspmie.errors import EnhancementCancelled
 from napari_uspmie.intensity import ChannelAdapter, network_channels
 from napari_uspmie.precision import autocast_for
 
-__all__ = ["EnhancementInferer", "pad_for_network"]
+__all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call"]
 
 ProgressFn = Callable[[int, int], Any]
+
+# Bounds a call's activations in memory on any device.
+MAX_PIXELS = 2**21
+# On a CPU a call runs fastest while its activations stay in cache: on the ResNet generators the time
+# per image grew 1.3-1.9x (compiled and eager) once the widest full-resolution activation of a call
+# passed about 16 MiB (docs/benchmarks_analysis.md), so CPU calls are cut to that size.
+CPU_ACTIVATION_BYTES = 2**24
+
+
+def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: torch.device | str) -> int:
+    """Pixels per network call, at most, for ``network`` on ``device`` when none are given.
+
+    On a CPU: as many as keep the output of the network's first convolution (its widest
+    full-resolution activation, in a ResNet or U-Net generator) within 16 MiB of float32, so a
+    batch of large slices runs as several cache-sized calls (outputs are the same: every image is
+    normalised on its own). Elsewhere, or when the network has no visible convolution (TorchScript):
+    ``MAX_PIXELS``.
+
+    Args:
+        network: the generator (compiled modules and :class:`ChannelAdapter` are looked through).
+        device: where it runs.
+
+    Returns:
+        A pixel count, at least one 128x128 image's worth and at most ``MAX_PIXELS``.
+    """
+    if torch.device(device).type != "cpu" or not isinstance(network, nn.Module):
+        return MAX_PIXELS
+    stem = next((m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if stem is None:
+        return MAX_PIXELS
+    per_pixel = stem.out_channels * torch.finfo(torch.float32).bits // 8
+    return max(128 * 128, min(MAX_PIXELS, CPU_ACTIVATION_BYTES // per_pixel))
 
 
 def pad_for_network(x: torch.Tensor, multiple: int = 4, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -78,6 +111,7 @@ class EnhancementInferer(Inferer):
         batch_size: slices (whole mode) or windows (tiled mode) per network call, at most.
         max_pixels: pixels per network call, at most (the batch shrinks for large slices or windows,
             down to one), which bounds the activations' memory whatever ``batch_size`` says.
+            ``None``: :func:`pixels_per_call` (cache-sized calls on a CPU, ``MAX_PIXELS`` elsewhere).
         device: where the network runs (default: the inputs' device); outputs stay on the inputs' device.
         amp: float16 autocast on CUDA.
         bf16: bfloat16 autocast on CPU and CUDA (takes precedence over ``amp``).
@@ -92,7 +126,7 @@ class EnhancementInferer(Inferer):
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
         batch_size: int = 4,
-        max_pixels: int = 2**21,
+        max_pixels: int | None = None,
         device: torch.device | str | None = None,
         amp: bool = True,
         bf16: bool = False,
@@ -109,7 +143,7 @@ class EnhancementInferer(Inferer):
         self.mode = mode
         self.sigma_scale = sigma_scale
         self.batch_size = max(int(batch_size), 1)
-        self.max_pixels = int(max_pixels)
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.device = torch.device(device) if device is not None else None
         self.amp = amp
         self.bf16 = bf16
@@ -125,9 +159,13 @@ class EnhancementInferer(Inferer):
         rh, rw = min(self.roi_size, h), min(self.roi_size, w)
         return n * _windows(h, rh, self.overlap) * _windows(w, rw, self.overlap)
 
-    def _batch(self, pixels: int) -> int:
-        """Images per network call: ``batch_size``, fewer when they would exceed ``max_pixels``."""
-        return max(1, min(self.batch_size, self.max_pixels // max(pixels, 1)))
+    def _batch(self, pixels: int, limit: int | None = None) -> int:
+        """Images per network call: ``batch_size``, fewer when they would exceed the pixel limit.
+
+        ``limit`` defaults to ``max_pixels``, or ``MAX_PIXELS`` when that is ``None``.
+        """
+        limit = limit or self.max_pixels or MAX_PIXELS
+        return max(1, min(self.batch_size, limit // max(pixels, 1)))
 
     def _check(self, done: int, total: int) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -161,11 +199,12 @@ class EnhancementInferer(Inferer):
         xp, (h, w) = pad_for_network(x)
         hp, wp = xp.shape[-2:]
         device = self.device or x.device
+        limit = self.max_pixels or pixels_per_call(network, device)
         total, done = self.steps(shape), 0
         out: torch.Tensor | None = None
         self._check(done, total)
         if hp <= self.roi_size and wp <= self.roi_size:
-            batch = self._batch(hp * wp)
+            batch = self._batch(hp * wp, limit)
             for start in range(0, xp.shape[0], batch):
                 y = self._forward(net, xp[start : start + batch], device).to(x.device)
                 out = y.new_empty((xp.shape[0], *y.shape[1:])) if out is None else out
@@ -188,7 +227,7 @@ class EnhancementInferer(Inferer):
                     sliding_window_inference(
                         xp[n : n + 1],
                         roi,
-                        self._batch(roi[0] * roi[1]),
+                        self._batch(roi[0] * roi[1], limit),
                         predictor,
                         overlap=self.overlap,
                         mode=self.mode,

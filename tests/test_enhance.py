@@ -18,7 +18,7 @@ from napari_uspmie import lassim, load_enhancer
 from napari_uspmie.depthwise_sum import DepthwiseSumConv2d
 from napari_uspmie.enhance import Enhancer, infer_generator_kwargs, pick_device
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
-from napari_uspmie.inferers import EnhancementInferer
+from napari_uspmie.inferers import MAX_PIXELS, EnhancementInferer, pixels_per_call
 from napari_uspmie.intensity import ChannelAdapter, IntensityMap, intensity_window, percentiles_of
 from napari_uspmie.laplacian_ssim import GRAY_WEIGHTS
 from napari_uspmie.networks import ResnetGenerator
@@ -147,6 +147,43 @@ def test_pixels_per_call_are_bounded():
     """Large slices or windows shrink the batch (down to one), so memory does not grow with batch_size."""
     inferer = EnhancementInferer(roi_size=1024, batch_size=8, max_pixels=2**21)
     assert inferer._batch(256 * 256) == 8 and inferer._batch(1024 * 1024) == 2 and inferer._batch(4096**2) == 1
+
+
+def test_cpu_calls_are_cache_sized_from_the_first_convolution():
+    """On a CPU the first convolution's output (16 MiB of float32) sets the pixels per call."""
+    shipped = ResnetGenerator(1, 1, ngf=16, n_blocks=1)
+    paper = ResnetGenerator(3, 3, ngf=64, n_blocks=1)
+    assert pixels_per_call(shipped, "cpu") == 2**18 and pixels_per_call(paper, "cpu") == 2**16
+    assert pixels_per_call(ChannelAdapter(paper, 1), "cpu") == 2**16
+    assert pixels_per_call(torch.compile(paper), "cpu") == 2**16  # not compiled until called
+    assert pixels_per_call(paper, "cuda") == MAX_PIXELS
+    assert pixels_per_call(Identity(), "cpu") == MAX_PIXELS
+    assert pixels_per_call(nn.Conv2d(1, 4096, 1), "cpu") == 128 * 128
+
+
+class CallCounter(nn.Module):
+    """Counts network calls and the images they held."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network, self.batches = network, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.network(x)
+
+
+def test_cache_sized_calls_give_the_same_images():
+    """8 slices of 128x128 through a 64-channel stem: two calls of 4 on a CPU, one call with max_pixels."""
+    torch.manual_seed(0)
+    counted = CallCounter(ResnetGenerator(1, 1, ngf=64, n_blocks=1).eval())
+    x = torch.rand(8, 1, 128, 128) * 2 - 1
+    auto = EnhancementInferer(batch_size=8)(x, counted)
+    assert counted.batches == [4, 4]
+    counted.batches.clear()
+    one_call = EnhancementInferer(batch_size=8, max_pixels=2**21)(x, counted)
+    assert counted.batches == [8]
+    torch.testing.assert_close(auto, one_call, rtol=0, atol=1e-5)
 
 
 def test_bad_inputs(tiny):
