@@ -51,14 +51,23 @@ MAX_PIXELS = 2**21
 CPU_ACTIVATION_BYTES = 2**24
 
 
+def _first_convolution_channels(network: nn.Module) -> int | None:
+    """Output channels of the first convolution in ``network`` (eager or TorchScript), if any."""
+    for module in network.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module.out_channels
+        if getattr(module, "original_name", None) in ("Conv2d", "Conv3d"):  # scripted or traced
+            return int(module.weight.shape[0])
+    return None
+
+
 def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: torch.device | str) -> int:
     """Pixels per network call, at most, for ``network`` on ``device`` when none are given.
 
     On a CPU: as many as keep the output of the network's first convolution (its widest
     full-resolution activation, in a ResNet or U-Net generator) within 16 MiB of float32, so a
     batch of large slices runs as several cache-sized calls (outputs are the same: every image is
-    normalised on its own). Elsewhere, or when the network has no visible convolution (TorchScript):
-    ``MAX_PIXELS``.
+    normalised on its own). Elsewhere, or when no convolution is found in the network: ``MAX_PIXELS``.
 
     Args:
         network: the generator (compiled modules and :class:`ChannelAdapter` are looked through).
@@ -69,10 +78,10 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     """
     if torch.device(device).type != "cpu" or not isinstance(network, nn.Module):
         return MAX_PIXELS
-    stem = next((m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if stem is None:
+    channels = _first_convolution_channels(network)
+    if channels is None:
         return MAX_PIXELS
-    per_pixel = stem.out_channels * torch.finfo(torch.float32).bits // 8
+    per_pixel = channels * torch.finfo(torch.float32).bits // 8
     return max(128 * 128, min(MAX_PIXELS, CPU_ACTIVATION_BYTES // per_pixel))
 
 

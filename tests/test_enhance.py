@@ -156,6 +156,7 @@ def test_cpu_calls_are_cache_sized_from_the_first_convolution():
     assert pixels_per_call(shipped, "cpu") == 2**18 and pixels_per_call(paper, "cpu") == 2**16
     assert pixels_per_call(ChannelAdapter(paper, 1), "cpu") == 2**16
     assert pixels_per_call(torch.compile(paper), "cpu") == 2**16  # not compiled until called
+    assert pixels_per_call(torch.jit.trace(paper.eval(), torch.rand(1, 3, 32, 32)), "cpu") == 2**16
     assert pixels_per_call(paper, "cuda") == MAX_PIXELS
     assert pixels_per_call(Identity(), "cpu") == MAX_PIXELS
     assert pixels_per_call(nn.Conv2d(1, 4096, 1), "cpu") == 128 * 128
