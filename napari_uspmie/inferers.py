@@ -46,9 +46,10 @@ ProgressFn = Callable[[int, int], Any]
 # Bounds a call's activations in memory on any device.
 MAX_PIXELS = 2**21
 # On a CPU a call runs fastest while its activations stay in cache: on the ResNet generators the time
-# per image grew 1.3-1.9x (compiled and eager) once the widest full-resolution activation of a call
-# passed about 16 MiB (docs/benchmarks_analysis.md), so CPU calls are cut to that size.
-CPU_ACTIVATION_BYTES = 2**24
+# per image grew 1.3-1.9x once the widest full-resolution activation of a call passed about 16 MiB
+# compiled, 8 MiB eager (docs/benchmarks_analysis.md), so CPU calls are cut to that size. Eager layers
+# pass over each activation several times (convolution, norm, ReLU, padding); compiled ones fuse them.
+CPU_ACTIVATION_BYTES = {"compiled": 2**24, "eager": 2**23}
 
 
 def _first_convolution_channels(network: nn.Module) -> int | None:
@@ -65,9 +66,10 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     """Pixels per network call, at most, for ``network`` on ``device`` when none are given.
 
     On a CPU: as many as keep the output of the network's first convolution (its widest
-    full-resolution activation, in a ResNet or U-Net generator) within 16 MiB of float32, so a
-    batch of large slices runs as several cache-sized calls (outputs are the same: every image is
-    normalised on its own). Elsewhere, or when no convolution is found in the network: ``MAX_PIXELS``.
+    full-resolution activation, in a ResNet or U-Net generator) within 16 MiB of float32 when it
+    runs through ``torch.compile``, 8 MiB when eager, so a batch of large slices runs as several
+    cache-sized calls (outputs are the same: every image is normalised on its own). Elsewhere, or
+    when no convolution is found in the network: ``MAX_PIXELS``.
 
     Args:
         network: the generator (compiled modules and :class:`ChannelAdapter` are looked through).
@@ -82,7 +84,9 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     if channels is None:
         return MAX_PIXELS
     per_pixel = channels * torch.finfo(torch.float32).bits // 8
-    return max(128 * 128, min(MAX_PIXELS, CPU_ACTIVATION_BYTES // per_pixel))
+    compiled = any(hasattr(module, "_orig_mod") for module in network.modules())  # torch.compile's wrapper
+    budget = CPU_ACTIVATION_BYTES["compiled" if compiled else "eager"]
+    return max(128 * 128, min(MAX_PIXELS, budget // per_pixel))
 
 
 def pad_for_network(x: torch.Tensor, multiple: int = 4, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
