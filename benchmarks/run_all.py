@@ -6,7 +6,8 @@
 Each benchmark measures its own baseline in the same run and reports ratios, so figures
 from different machines are comparable only as ratios: LaSSIM against the paper's OpenCV +
 scikit-image pipeline, enhancement against a plain eager fp32 forward (and the machine's
-measured matmul FLOP/s), time and memory against image size (a plot), a training iteration
+measured matmul FLOP/s), images per network call against one call of the whole batch, time and
+memory against image size (a plot), a training iteration
 against a plain eager loop. The page opens with every performance target and whether this
 run met it (from the JSON each benchmark leaves beside its report).
 """
@@ -29,6 +30,7 @@ from targets import targets_table  # noqa: E402
 BENCHMARKS = [
     ("bench_lassim.py", "benchmarks_lassim.md", "file"),
     ("bench_enhance.py", "benchmarks_enhance.md", "folder"),
+    ("bench_call_size.py", "benchmarks_call_size.md", "folder"),
     ("bench_scaling.py", "benchmarks_scaling.md", "folder"),
     ("bench_train.py", "benchmarks_training.md", "file"),
 ]

@@ -7,14 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_call_size import call_sizes, picked_size  # noqa: E402
 from flops import conv_flops  # noqa: E402
 from machine import PeakMemory  # noqa: E402
 from targets import targets_table  # noqa: E402
 
 from napari_uspmie.depthwise_sum import to_depthwise_sum  # noqa: E402
+from napari_uspmie.inferers import EnhancementInferer  # noqa: E402
 from napari_uspmie.networks import ResnetGenerator  # noqa: E402
 from napari_uspmie.winograd import to_winograd  # noqa: E402
 
@@ -85,3 +88,15 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     from targets import _row
 
     assert "1.496x" in _row("w", "c", 1.4958, "x", 1.5) and "1.50x" in _row("w", "c", 1.5, "x", 1.5)
+
+
+def test_call_size_benchmark_picks_what_the_inferer_runs():
+    """The call size the benchmark reports as picked is the one EnhancementInferer actually runs."""
+    assert call_sizes(8) == [1, 2, 4, 8] and call_sizes(5) == [1, 2, 4, 5] and call_sizes(1) == [1]
+    net = ResnetGenerator(1, 1, ngf=64, n_blocks=1).eval()
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    x = torch.rand(6, 1, 96, 96) * 2 - 1
+    EnhancementInferer(batch_size=6)(x, net)
+    picked = picked_size(net, 96, 6, torch.device("cpu"))
+    assert picked == 3 and calls == [picked, picked]
