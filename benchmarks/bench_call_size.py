@@ -2,7 +2,8 @@
 
 On a CPU, :class:`napari_uspmie.inferers.EnhancementInferer` cuts a batch into calls sized by
 :func:`napari_uspmie.inferers.pixels_per_call` (the first convolution's output kept within a few
-MiB, so each layer's output is still in cache for the next). This benchmark runs the bare network
+MiB, so the allocator reuses the activations instead of faulting fresh pages in, and each layer's
+output is still in cache for the next). This benchmark runs the bare network
 (eager fp32 and, with a compiler, ``compile_network``) on a ready tensor with every power-of-two
 number of images per call and reports, in one run, the time per image of each, the call size the
 enhancer picks, and two ratios: one call of the whole batch / the picked size (what cutting

@@ -45,10 +45,12 @@ ProgressFn = Callable[[int, int], Any]
 
 # Bounds a call's activations in memory on any device.
 MAX_PIXELS = 2**21
-# On a CPU a call runs fastest while its activations stay in cache: on the ResNet generators the time
-# per image grew 1.3-1.9x once the widest full-resolution activation of a call passed about 16 MiB
-# compiled, 8 MiB eager (docs/benchmarks_analysis.md), so CPU calls are cut to that size. Eager layers
-# pass over each activation several times (convolution, norm, ReLU, padding); compiled ones fuse them.
+# On a CPU large activations cost twice: glibc maps each tensor above its threshold (at most 32 MiB)
+# afresh and unmaps it when freed, so every call page-faults its memory in again, and a layer's
+# output that outgrows the cache goes to memory before the next layer reads it. On the ResNet
+# generators the time per image grew 1.3-1.9x once the widest full-resolution activation of a call
+# passed about 16 MiB compiled, 8 MiB eager (docs/benchmarks_analysis.md), so CPU calls are cut to
+# that size. Eager layers allocate more intermediate tensors than compiled ones, which fuse them.
 CPU_ACTIVATION_BYTES = {"compiled": 2**24, "eager": 2**23}
 
 
@@ -68,8 +70,9 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     On a CPU: as many as keep the output of the network's first convolution (its widest
     full-resolution activation, in a ResNet or U-Net generator) within 16 MiB of float32 when it
     runs through ``torch.compile``, 8 MiB when eager, so a batch of large slices runs as several
-    cache-sized calls (outputs are the same: every image is normalised on its own). Elsewhere, or
-    when no convolution is found in the network: ``MAX_PIXELS``.
+    calls whose activations the allocator reuses (instead of faulting fresh pages in) and the cache
+    holds; outputs are the same (every image is normalised on its own). Elsewhere, or when no
+    convolution is found in the network: ``MAX_PIXELS``.
 
     Args:
         network: the generator (compiled modules and :class:`ChannelAdapter` are looked through).
