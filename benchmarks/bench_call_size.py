@@ -17,7 +17,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_enhance import MODELS, best_interleaved, can_compile, make_network  # noqa: E402
+from bench_enhance import (  # noqa: E402
+    MODELS,
+    bench_device,
+    best_interleaved,
+    can_compile,
+    make_network,
+    network_bench_parser,
+)
 from machine import load_note, machine_info  # noqa: E402
 
 from napari_uspmie.enhance import compile_network  # noqa: E402
@@ -105,13 +111,9 @@ def markdown(rows: list[dict], command: str, device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny network and small images, for CI")
-    parser.add_argument("--out", default="docs", help="folder for benchmarks_call_size.md")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = parser.parse_args(argv)
+    args = network_bench_parser(__doc__.splitlines()[0], "benchmarks_call_size.md").parse_args(argv)
     torch._dynamo.config.recompile_limit = 64  # one compilation per call size
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     modes = ["eager"] + (["compiled"] if can_compile(device) and not args.quick else [])
     rows = []
     for model, side, images in QUICK_CASES if args.quick else FULL_CASES:

@@ -324,11 +324,22 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def network_bench_parser(description: str, report: str) -> argparse.ArgumentParser:
+    """The options every network benchmark takes: ``--quick``, ``--out`` (folder of ``report``), ``--device``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a tiny network and small images, for CI")
-    parser.add_argument("--out", default="docs", help="folder for benchmarks_enhance.md")
+    parser.add_argument("--out", default="docs", help=f"folder for {report}")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return parser
+
+
+def bench_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = network_bench_parser(__doc__.splitlines()[0], "benchmarks_enhance.md")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--models", nargs="*", default=None, help="subset of: shipped paper")
     args = parser.parse_args(argv)
@@ -337,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every case compiles its own static shape; past Dynamo's default of 8 compilations of the same
     # forward (counted over all instances) it would silently run the rest eager.
     torch._dynamo.config.recompile_limit = 64
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = bench_device(args.device)
     cases = QUICK_CASES if args.quick else {m: FULL_CASES[m] for m in (args.models or FULL_CASES)}
     peaks = {"float32": matmul_gflops(device.type), "bfloat16": matmul_gflops(device.type, dtype=torch.bfloat16)}
     print(f"matmul {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} bfloat16", flush=True)
