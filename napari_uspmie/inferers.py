@@ -8,9 +8,9 @@ model on grey is adapted by :class:`napari_uspmie.intensity.ChannelAdapter`).
 - Slices are padded (reflect) to a multiple of 4 and at least 16 pixels, as the ResNet
   generator needs, then cropped back.
 - Slices up to ``roi_size`` go through the network whole, ``batch_size`` slices at a time (fewer if
-  that exceeds ``max_pixels`` per call; on a CPU, by default, fewer still so that a call's
-  activations stay cache-sized, see :func:`pixels_per_call`): this is what the paper does at test
-  time (instance norm then sees the whole image).
+  that exceeds ``max_pixels`` per call; on a CPU, by default, fewer still so that the allocator
+  reuses a call's activations and the cache holds them, see :func:`pixels_per_call`): this is
+  what the paper does at test time (instance norm then sees the whole image).
 - Larger slices go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
   blending, ``batch_size`` windows at a time; the output is gathered on the inputs' device, so
   GPU memory holds only a few windows and a 4096x4096 image needs a bounded amount of RAM
@@ -127,7 +127,7 @@ class EnhancementInferer(Inferer):
         batch_size: slices (whole mode) or windows (tiled mode) per network call, at most.
         max_pixels: pixels per network call, at most (the batch shrinks for large slices or windows,
             down to one), which bounds the activations' memory whatever ``batch_size`` says.
-            ``None``: :func:`pixels_per_call` (cache-sized calls on a CPU, ``MAX_PIXELS`` elsewhere).
+            ``None``: :func:`pixels_per_call` (smaller calls on a CPU, ``MAX_PIXELS`` elsewhere).
         device: where the network runs (default: the inputs' device); outputs stay on the inputs' device.
         amp: float16 autocast on CUDA.
         bf16: bfloat16 autocast on CPU and CUDA (takes precedence over ``amp``).
