@@ -17,42 +17,24 @@ Everything is differentiable and runs on the tensors' device.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.pyramid import laplacian_residual, pyr_down
+from napari_uspmie.lassim_bands import GRAY_WEIGHTS, band_pair, to_gray
 
 __all__ = ["GRAY_WEIGHTS", "to_gray", "ssim_map", "lassim", "lassim_map", "min_size_for_level"]
 
-#: ITU-R BT.709 luma weights, as used by ``skimage.color.rgb2gray``.
-GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 WINDOW = 7
 K1 = 0.01
 K2 = 0.03
-#: Elements per piece when a CPU batch is processed in cache-sized pieces.
-_CPU_CHUNK = 2**20
-#: Image pixels from which the pieces also take pyramid level 2 (below, level 1 is already small).
-_PIECE_LEVEL2_PIXELS = 2**19
 
 
 def min_size_for_level(level: int, window: int = WINDOW) -> int:
     """Smallest spatial size whose level-``level`` band still holds one SSIM window."""
     return (window - 1) * 2**level + 1
-
-
-def to_gray(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, ...)`` RGB to ``(B, 1, ...)`` luma with skimage's weights; 1 channel passes."""
-    if x.shape[1] == 1:
-        return x
-    if x.shape[1] != 3:
-        raise ValueError(f"expected 1 (gray) or 3 (RGB) channels, got {x.shape[1]}.")
-    w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
-    # A (3,) @ (B, 3, N) product reads the image once: bit-identical to a tensordot, several times faster.
-    return torch.matmul(w, x.flatten(2)).reshape(x.shape[0], 1, *x.shape[2:])
 
 
 def _symmetric_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -189,89 +171,9 @@ def _prepare(pred: Any, ref: Any, level: int, max_level: int, dtype: torch.dtype
     return p, r, p_np and r_np
 
 
-def _chunks(p: torch.Tensor, r: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Split a large CPU batch into pieces of about ``_CPU_CHUNK`` elements.
-
-    The full-resolution passes (gray, first pyramid level) are memory-bound; on a CPU a
-    piece that stays in cache runs several times faster than the whole batch at once.
-    """
-    if p.device.type != "cpu" or p.shape[0] == 1:
-        return [(p, r)]
-    n = max(1, _CPU_CHUNK // max(1, p[0].numel()))
-    return list(zip(p.split(n), r.split(n), strict=True))
-
-
-def _gray_pair(p: torch.Tensor, r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Luma of ``pred`` then ``ref`` in one ``(2B, 1, *spatial)`` tensor (written into ``out`` if given)."""
-    b = p.shape[0]
-    if p.shape[1] == 1:
-        return torch.cat([p, r])
-    if torch.is_grad_enabled() and (p.requires_grad or r.requires_grad):
-        return torch.cat([to_gray(p), to_gray(r)])  # ``out=`` below does not record gradients
-    # Both products written straight into one buffer: no concatenation pass over the full-size grays.
-    if out is None:
-        out = torch.empty((2, b, p[0, 0].numel()), dtype=p.dtype, device=p.device)
-    out = out.view(2, b, -1)
-    w = torch.tensor(GRAY_WEIGHTS, dtype=p.dtype, device=p.device)
-    torch.matmul(w, p.flatten(2), out=out[0])
-    torch.matmul(w, r.flatten(2), out=out[1])
-    return out.view(2 * b, 1, *p.shape[2:])
-
-
-def _levels_in_pieces(p: torch.Tensor, r: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian level ``depth`` (1 or 2) of the luma of every pair, computed piece by piece (:func:`_chunks`).
-
-    Each piece's luma goes through one reused buffer and its last level straight into its slot
-    of the result: a fresh full-size buffer per piece and a concatenation at the end cost about as
-    much as the filtering (page faults, one more pass over memory). Level 2 of a large image is
-    taken while the piece's level 1 is still in cache.
-
-    Returns:
-        The level, ``(2B, 1, ...)`` with each piece's ``pred`` then ``ref`` images side by side,
-        and the index that reorders its first axis to all ``pred`` then all ``ref``.
-    """
-    pieces = _chunks(p, r)
-    n = pieces[0][0].shape[0]
-    size = tuple(p.shape[2:])
-    for _ in range(depth):
-        size = tuple((s + 1) // 2 for s in size)
-    level = p.new_empty((2 * p.shape[0], 1, *size))
-    gray = p.new_empty((2 * n, p[0, 0].numel())) if p.shape[1] == 3 else None
-    pred_rows, ref_rows, start = [], [], 0
-    for p_part, r_part in pieces:
-        m = p_part.shape[0]
-        pair = _gray_pair(p_part, r_part, None if gray is None else gray[: 2 * m])
-        slot = level[2 * start : 2 * start + 2 * m]
-        if depth == 1:
-            pyr_down(pair, out=slot)
-        else:
-            pyr_down(pyr_down(pair), out=slot)
-        pred_rows.append(torch.arange(2 * start, 2 * start + m))
-        ref_rows.append(torch.arange(2 * start + m, 2 * start + 2 * m))
-        start += m
-    return level, torch.cat(pred_rows + ref_rows).to(p.device)
-
-
-def _residual_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int) -> torch.Tensor:
-    """Laplacian band of ``pred`` then ``ref``, ``(2B, 1, ...)``, the full-resolution work done in pieces.
-
-    Only the gray image and the first pyramid levels touch many samples; those run on
-    cache-sized pieces of the batch, and the much smaller coarser levels on the whole batch at
-    once, so their many small operator calls are paid once per batch rather than once per piece.
-    """
-    needs_grad = torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
-    if level == 0 or needs_grad or len(_chunks(p, r)) == 1:
-        return laplacian_residual(_gray_pair(p, r), level, max_level)
-    # Level 2 in the pieces too when a level-1 image is large (its passes then run in cache).
-    depth = 2 if level >= 2 and math.prod(p.shape[2:]) >= _PIECE_LEVEL2_PIXELS else 1
-    base, order = _levels_in_pieces(p, r, depth)
-    # The band at ``level`` of the image is the band at ``level - depth`` of its Gaussian level ``depth``.
-    return laplacian_residual(base, level - depth, max_level - depth).index_select(0, order)
-
-
 def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int):
     b = p.shape[0]
-    lp, lr = _residual_pair(p, r, level, max_level).split(b)
+    lp, lr = band_pair(p, r, level, max_level).split(b)
     high = torch.maximum(lp.reshape(b, -1).amax(dim=1), lr.reshape(b, -1).amax(dim=1))
     low = torch.minimum(lp.reshape(b, -1).amin(dim=1), lr.reshape(b, -1).amin(dim=1))
     return lp, lr, high - low

@@ -23,9 +23,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from napari_uspmie.pyramid_filters import BINOMIAL_TAPS, conv_passes_apply, down_columns, down_rows, mix_channels
+
 __all__ = [
     "BINOMIAL_TAPS",
     "pyr_down",
+    "gaussian_level",
     "pyr_up",
     "gaussian_pyramid",
     "laplacian_pyramid",
@@ -33,11 +36,13 @@ __all__ = [
     "pyramid_sizes",
 ]
 
-BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _PAD = 2
 #: Elements from which ``pyr_down`` without gradients skips the padded copy (below, the few extra
 #: small operations for the borders cost more than the copy they save).
 NO_PAD_MIN_ELEMENTS = 1 << 17
+#: Elements from which a float32 CPU ``pyr_down`` without gradients runs as depthwise convolutions
+#: (:mod:`napari_uspmie.pyramid_filters`); below, the shifted-view sums cost less than the calls.
+CONV_MIN_ELEMENTS = 1 << 17
 
 
 def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
@@ -147,6 +152,13 @@ def pyr_down(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     needs_grad = torch.is_grad_enabled() and x.requires_grad
     if out is not None and needs_grad:
         raise ValueError("pyr_down(out=...) records no gradients; call it without out.")
+    if x.numel() >= CONV_MIN_ELEMENTS and conv_passes_apply(x):
+        y = down_columns(down_rows(x))
+        if out is None:
+            return y
+        if out.shape != y.shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(y.shape)}.")
+        return out.copy_(y)
     if out is not None or (x.numel() >= NO_PAD_MIN_ELEMENTS and not needs_grad):
         # Large inputs without gradients (the metric): the padded copy costs as much as a filter pass.
         last = x.ndim - 1
@@ -159,6 +171,38 @@ def pyr_down(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         x = _down_axis(x, dim)
     # One pass for the normalisation of every axis; 16 ** -nd is a power of two, so no rounding differs.
     return x.mul_(16.0**-nd)
+
+
+def gaussian_level(x: torch.Tensor, depth: int, channel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian level ``depth`` of ``x``, or of the weighted sum of its channels.
+
+    On a CPU in float32 without gradients the rows of every level are filtered first, the first
+    pass summing the channels, and the columns last (:mod:`napari_uspmie.pyramid_filters`): the
+    image is read once, and the slower column passes run on images ``2 ** depth`` times shorter.
+    The passes are linear maps of different axes, so the order does not change the result
+    beyond rounding. Elsewhere: the channel sum, then :func:`pyr_down` ``depth`` times.
+
+    Args:
+        x: ``(B, C, *spatial)`` floating tensor.
+        depth: number of halvings, ``>= 0``.
+        channel_weights: ``(C,)`` weights; ``None`` keeps the channels.
+
+    Returns:
+        ``(B, C or 1, *spatial / 2 ** depth)`` (sizes rounded up at every halving).
+    """
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}.")
+    if depth == 0 or not conv_passes_apply(x):
+        y = x if channel_weights is None else mix_channels(x, channel_weights.to(x))
+        for _ in range(depth):
+            y = pyr_down(y)
+        return y
+    y = down_rows(x, channel_weights)
+    for _ in range(depth - 1):
+        y = down_rows(y)
+    for _ in range(depth):
+        y = down_columns(y)
+    return y
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import napari_uspmie.laplacian_ssim as ls
+import napari_uspmie.lassim_bands as ls
 from napari_uspmie import lassim, lassim_map
 from napari_uspmie.pyramid import laplacian_pyramid, laplacian_residual, pyr_down
 from tests.reference import reference_lassim, reference_residual
@@ -43,6 +43,47 @@ def test_chunked_batch_equals_reference_per_pair(pairs, level, monkeypatch):
         fast = lassim(_tensor(preds, torch.float32), _tensor(refs, torch.float32), level=level)
         assert fast.dtype == torch.float32
         np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3, 4])
+def test_convolution_pieces_equal_reference_per_pair(pairs, level, monkeypatch):
+    """float32 pieces as convolutions (luma inside the first row pass, rows of every level before
+    the columns), one pair per piece or the whole batch, 1 to 3 levels deep, bands and maps."""
+    preds, refs = pairs
+    expected = np.array([reference_lassim(p, r, level) for p, r in zip(preds, refs, strict=True)])
+    p, r = _tensor(preds, torch.float32), _tensor(refs, torch.float32)
+    levels_taken = []
+    real_level = ls.gaussian_level
+    monkeypatch.setattr(ls, "gaussian_level", lambda *a: levels_taken.append(a[1]) or real_level(*a))
+    monkeypatch.setattr(ls, "_CONV_MIN_ELEMENTS", 0)
+    for chunk, depth in ((1, 1), (1, 3), (ls._CONV_CHUNK, 2), (ls._CONV_CHUNK, 3)):
+        monkeypatch.setattr(ls, "_CONV_CHUNK", chunk)
+        monkeypatch.setattr(ls, "_CONV_DEPTH", depth)
+        levels_taken.clear()
+        fast = lassim(p, r, level=level)
+        assert levels_taken and set(levels_taken) == {min(level, depth)}
+        assert len(levels_taken) == (2 * len(preds) if chunk == 1 else 2)
+        np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
+        heat = lassim_map(p, r, level=level)
+        exact = lassim_map(p.double(), r.double(), level=level)
+        # Per-pixel SSIM of near-flat windows magnifies float32 rounding: maps agree to 5e-5 (the
+        # shifted-view float32 path: 1.4e-5 here), scores to 1e-6.
+        torch.testing.assert_close(heat.double(), exact, rtol=0, atol=5e-5)
+
+
+def test_large_float32_batches_take_the_convolutions(retina):
+    """The default thresholds: a batch of four 512x512 pairs runs as convolutions, one 128x128 pair does not."""
+    import napari_uspmie.pyramid_filters as filters
+
+    image = cv2.resize(retina, (512, 512), interpolation=cv2.INTER_AREA)
+    blurred = cv2.blur(image, (9, 9))
+    for size, batch, convolutions in ((512, 4, True), (128, 1, False)):
+        small = [cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA) for a in (blurred, image)]
+        p, r = (_tensor([a] * batch, torch.float32) for a in small)
+        assert ls._use_convolutions(p) is convolutions
+        expected = reference_lassim(small[0], small[1], 3)
+        np.testing.assert_allclose(lassim(p, r).numpy(), expected, rtol=0, atol=1e-6)
+    assert filters.conv_passes_apply(p)  # a small float32 pair could, but the calls would cost more
 
 
 def test_map_of_chunked_batch_equals_single_items(pairs, monkeypatch):
