@@ -169,11 +169,13 @@ def markdown(rows: list[dict], threads: str, quick: bool, command: str) -> str:
     lines += [
         "",
         "Reading the table: float32 is the speed path (the default for anything but float64 input; scores",
-        "within about 1e-7 of the reference), float64 the exact path (1e-15). Both sides are memory-bound on a",
-        "CPU: our full-resolution work is the gray conversion and the first pyramid level (the later levels are",
-        "a third of it together, and we build only the levels the band needs), done on cache-sized pieces of",
-        "the batch with the coarser levels on the whole batch at once; the reference's OpenCV `pyrDown` is one",
-        "fused SIMD pass per level but it builds every level and band, the full-resolution band included.",
+        "within about 1e-7 of the reference), float64 the exact path (1e-15). On a CPU, large float32 batches",
+        "run the first pyramid levels as depthwise convolutions on pieces of the batch: the luma is taken inside",
+        "the first row pass (each RGB image is read once, no full-size gray image is written) and the column",
+        "passes run last, on images 8 times shorter; the coarser levels and SSIM run on the whole batch at once.",
+        "Single small pairs keep the plain path (luma, then shifted-view sums), where a convolution call costs",
+        "more than it saves. We build only the levels the band needs; the reference's OpenCV `pyrDown` is one",
+        "fused SIMD pass per level, but it builds every level and band, the full-resolution band included.",
     ]
     return "\n".join(lines) + "\n"
 

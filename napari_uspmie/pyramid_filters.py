@@ -137,8 +137,9 @@ def down_columns(x: torch.Tensor) -> torch.Tensor:
     """
     x = x.contiguous()
     b, c, h, w = x.shape
-    rows = b * c * h
-    y = F.conv2d(x.view(1, rows, 1, w), _kernel("columns", rows), stride=(1, 2), padding=(0, _PAD), groups=rows)
+    # Rows of one image as the channels, images as the batch: the kernel's size follows the image's
+    # height, not the batch's.
+    y = F.conv2d(x.view(b * c, h, 1, w), _kernel("columns", h), stride=(1, 2), padding=(0, _PAD), groups=h)
     out = y.view(b, c, h, (w + 1) // 2)
     _add_reflected_taps(out, x, 3, w)
     return out
