@@ -42,7 +42,7 @@ _PAD = 2
 NO_PAD_MIN_ELEMENTS = 1 << 17
 #: Elements from which a float32 CPU ``pyr_down`` without gradients runs as depthwise convolutions
 #: (:mod:`napari_uspmie.pyramid_filters`); below, the shifted-view sums cost less than the calls.
-CONV_MIN_ELEMENTS = 1 << 17
+CONV_MIN_ELEMENTS = 1 << 18
 
 
 def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
