@@ -75,8 +75,8 @@ def _gray_pair(p: torch.Tensor, r: torch.Tensor, out: torch.Tensor | None = None
         out = torch.empty((2, b, p[0, 0].numel()), dtype=p.dtype, device=p.device)
     out = out.view(2, b, -1)
     w = torch.tensor(GRAY_WEIGHTS, dtype=p.dtype, device=p.device)
-    torch.matmul(w, p.flatten(2), out=out[0])
-    torch.matmul(w, r.flatten(2), out=out[1])
+    mix_channels(p, w, out=out[0])
+    mix_channels(r, w, out=out[1])
     return out.view(2 * b, 1, *p.shape[2:])
 
 

@@ -31,10 +31,17 @@ BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _PAD = 2
 
 
-def mix_channels(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(B, C, ...)`` to ``(B, 1, ...)``: the sum of the channels weighted by ``weights`` ``(C,)``."""
+def mix_channels(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, C, ...)`` to ``(B, 1, ...)``: the sum of the channels weighted by ``weights`` ``(C,)``.
+
+    ``out``: a contiguous tensor of ``B * prod(spatial)`` elements to write into (no gradients then).
+    """
     # A (C,) @ (B, C, N) product reads the image once: several times faster than a tensordot.
-    return torch.matmul(weights, x.flatten(2)).reshape(x.shape[0], 1, *x.shape[2:])
+    shape = (x.shape[0], 1, *x.shape[2:])
+    if out is None:
+        return torch.matmul(weights, x.flatten(2)).reshape(shape)
+    torch.matmul(weights, x.flatten(2), out=out.view(x.shape[0], -1))
+    return out.view(shape)
 
 
 def conv_passes_apply(x: torch.Tensor) -> bool:
