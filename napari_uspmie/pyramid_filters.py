@@ -51,6 +51,7 @@ def conv_passes_apply(x: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled  # without oneDNN, depthwise convolutions are slow
         and not (torch.is_grad_enabled() and x.requires_grad)
         and min(x.shape[2:]) >= 3
     )

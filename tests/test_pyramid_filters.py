@@ -6,6 +6,8 @@ rounding is about 1e-7); the float64 paths are untouched and stay exact.
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -100,6 +102,10 @@ def test_convolution_path_serves_only_float32_cpu_images_without_gradients():
     assert not conv_passes_apply(x.clone().requires_grad_())
     with torch.no_grad():
         assert conv_passes_apply(x.clone().requires_grad_())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch notes that oneDNN's TF32 setting concerns Intel GPUs only
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not conv_passes_apply(x)
 
 
 def test_pyr_down_keeps_gradients_for_the_loss():
