@@ -26,7 +26,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.pyramid_filters import BINOMIAL_TAPS, conv_passes_apply, down_columns, down_rows, mix_channels
+from napari_uspmie.pyramid_filters import (
+    BINOMIAL_TAPS,
+    conv_passes_apply,
+    down_columns,
+    down_rows,
+    mix_channels,
+    reflect_101,
+)
 
 __all__ = [
     "BINOMIAL_TAPS",
@@ -39,7 +46,7 @@ __all__ = [
     "pyramid_sizes",
 ]
 
-_PAD = 2
+_PAD = len(BINOMIAL_TAPS) // 2
 #: Elements from which ``pyr_down`` without gradients skips the padded copy (below, the few extra
 #: small operations for the borders cost more than the copy they save).
 NO_PAD_MIN_ELEMENTS = 1 << 17
@@ -66,12 +73,6 @@ def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
     return _binomial_sum([_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))])
 
 
-def _reflect_101(i: int, n: int) -> int:
-    """Index ``i`` of an axis of length ``n`` extended by ``BORDER_REFLECT_101`` (one reflection)."""
-    i = -i if i < 0 else i
-    return 2 * (n - 1) - i if i >= n else i
-
-
 def _edge_outputs(n: int, inner: int) -> list[int]:
     """Outputs of a decimated axis of length ``n`` whose taps cross a border: 0 and those after ``inner``."""
     return [0, *range(inner + 1, (n + 1) // 2)]
@@ -80,7 +81,7 @@ def _edge_outputs(n: int, inner: int) -> list[int]:
 def _edge_index(outputs: list[int], n: int, device: torch.device) -> torch.Tensor:
     """Input samples (reflected) of the five taps of each output, output by output."""
     taps = len(BINOMIAL_TAPS)
-    return torch.tensor([_reflect_101(2 * i - _PAD + k, n) for i in outputs for k in range(taps)], device=device)
+    return torch.tensor([reflect_101(2 * i - _PAD + k, n) for i in outputs for k in range(taps)], device=device)
 
 
 def _binomial_sum(tap: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -25,10 +25,16 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BINOMIAL_TAPS", "mix_channels", "conv_passes_apply", "down_rows", "down_columns"]
+__all__ = ["BINOMIAL_TAPS", "reflect_101", "mix_channels", "conv_passes_apply", "down_rows", "down_columns"]
 
 BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
-_PAD = 2
+_PAD = len(BINOMIAL_TAPS) // 2
+
+
+def reflect_101(i: int, n: int) -> int:
+    """Index ``i`` of an axis of length ``n`` extended by ``BORDER_REFLECT_101`` (one reflection)."""
+    i = -i if i < 0 else i
+    return 2 * (n - 1) - i if i >= n else i
 
 
 def mix_channels(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,10 +90,8 @@ def _reflected_taps(n: int) -> tuple[tuple[int, int, float], ...]:
     for out in sorted({0, *range(max(1, (n - 3) // 2 + 1), (n + 1) // 2)}):
         for k, weight in enumerate(BINOMIAL_TAPS):
             i = 2 * out + k - _PAD
-            if 0 <= i < n:
-                continue
-            i = -i if i < 0 else 2 * (n - 1) - i
-            found.append((out, i, weight / 16.0))
+            if not 0 <= i < n:
+                found.append((out, reflect_101(i, n), weight / 16.0))
     return tuple(found)
 
 
