@@ -1,7 +1,7 @@
 """Images per network call: time per image against the call size, and what the enhancer picks.
 
-On a CPU, :class:`napari_uspmie.inferers.EnhancementInferer` cuts a batch into calls sized by
-:func:`napari_uspmie.inferers.pixels_per_call` (the first convolution's output kept within a few
+On a CPU, :class:`napari_uspmie.inference.inferer.EnhancementInferer` cuts a batch into calls sized by
+:func:`napari_uspmie.inference.inferer.pixels_per_call` (the first convolution's output kept within a few
 MiB, so the allocator reuses the activations instead of faulting fresh pages in, and each layer's
 output is still in cache for the next). This benchmark runs the bare network
 (eager fp32 and, with a compiler, ``compile_network``) on a ready tensor with every power-of-two
@@ -34,8 +34,8 @@ from bench_enhance import (  # noqa: E402
 )
 from machine import load_note, machine_info  # noqa: E402
 
-from napari_uspmie.enhance import compile_network  # noqa: E402
-from napari_uspmie.inferers import pixels_per_call  # noqa: E402
+from napari_uspmie.inference.enhancer import compile_network  # noqa: E402
+from napari_uspmie.inference.inferer import pixels_per_call  # noqa: E402
 
 # (model, image side, images in the batch)
 FULL_CASES = [("shipped", 512, 8), ("shipped", 256, 16), ("paper", 256, 4)]

@@ -44,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import conv_flops  # noqa: E402
 from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: E402
 
-from napari_uspmie.enhance import Enhancer, compile_network  # noqa: E402
-from napari_uspmie.networks import ResnetGenerator  # noqa: E402
-from napari_uspmie.precision import autocast_for  # noqa: E402
-from napari_uspmie.winograd import to_winograd  # noqa: E402
+from napari_uspmie.inference.enhancer import Enhancer, compile_network  # noqa: E402
+from napari_uspmie.inference.precision import autocast_for  # noqa: E402
+from napari_uspmie.inference.winograd import to_winograd  # noqa: E402
+from napari_uspmie.models.networks import ResnetGenerator  # noqa: E402
 
 MODELS = {
     "shipped": {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"},

@@ -33,8 +33,8 @@ SHIPPED = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm"
 
 def child(side: int, tile: int, mode: str) -> dict:
     """In a fresh process: time and added peak memory of enhancing (or eager forward of) a ``side``-square image."""
-    from napari_uspmie.enhance import Enhancer
-    from napari_uspmie.networks import ResnetGenerator
+    from napari_uspmie.inference.enhancer import Enhancer
+    from napari_uspmie.models.networks import ResnetGenerator
 
     torch.manual_seed(0)
     net = ResnetGenerator(**SHIPPED).eval()

@@ -43,8 +43,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _setup(case: str, device: torch.device):
-    from napari_uspmie.losses import LaplacianPerceptualLoss
-    from napari_uspmie.networks import PatchDiscriminator, ResnetGenerator, VGG19Features
+    from napari_uspmie.models.losses import LaplacianPerceptualLoss
+    from napari_uspmie.models.networks import PatchDiscriminator, ResnetGenerator, VGG19Features
 
     gen_kwargs, ndf, patch, kind, level = CASES[case]
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def _setup(case: str, device: torch.device):
 
 def _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device) -> None:
     """CycleGAN's optimize_parameters, written out: the baseline."""
-    from napari_uspmie.losses import LSGANLoss
+    from napari_uspmie.models.losses import LSGANLoss
 
     g_a, g_b, d_a, d_b = nets
     gan, l1 = LSGANLoss(), torch.nn.L1Loss()
@@ -91,7 +91,7 @@ def _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device) -> None:
 
 
 def _make_trainer(setup, device: torch.device):
-    from napari_uspmie.engine import CycleGANTrainer
+    from napari_uspmie.training.trainer import CycleGANTrainer
 
     nets, perceptual, opt_g, opt_d, batch = setup
     # One iteration per run(): ignite restarts a finished engine, so each call is one full step.
@@ -101,7 +101,7 @@ def _make_trainer(setup, device: torch.device):
 
 
 def _make_eager(setup, device: torch.device):
-    from napari_uspmie.image_pool import ImagePool
+    from napari_uspmie.training.image_pool import ImagePool
 
     nets, perceptual, opt_g, opt_d, batch = setup
     pools = (ImagePool(100, seed=0), ImagePool(100, seed=1))
@@ -136,7 +136,7 @@ def run_timing(case: str, repeats: int, device_name: str) -> dict:
 
 def run_memory(case: str, method: str, device_name: str) -> dict:
     """Peak memory of the first iteration (it allocates Adam's state too), alone in a fresh process."""
-    import napari_uspmie.engine  # noqa: F401  both methods carry MONAI/Ignite, so baselines match
+    import napari_uspmie.training.trainer  # noqa: F401  both methods carry MONAI/Ignite, so baselines match
 
     device = torch.device(device_name)
     setup = _setup(case, device)

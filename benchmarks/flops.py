@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from napari_uspmie.depthwise_sum import DepthwiseSumConv2d
-from napari_uspmie.winograd import TILE, WinogradConv2d
+from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
+from napari_uspmie.inference.winograd import TILE, WinogradConv2d
 
 __all__ = ["conv_flops"]
 

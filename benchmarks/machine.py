@@ -141,7 +141,7 @@ def machine_info() -> dict[str, str]:
         info["OpenCV threads"] = str(cv2.getNumThreads())
     except ImportError:
         pass
-    from napari_uspmie.precision import cpu_bf16_flags
+    from napari_uspmie.inference.precision import cpu_bf16_flags
 
     info["CPU bfloat16 hardware"] = ", ".join(cpu_bf16_flags()) or "none"
     if torch.cuda.is_available():

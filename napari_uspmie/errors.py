@@ -7,7 +7,7 @@ instead of showing a deep library traceback.
 They also derive from the :class:`ExplainedError` mix-in, as do the training errors of the
 same kind (``DatasetError``, ``SourceReadError``, ``VGGWeightsUnavailableError``,
 ``NonFiniteLossError``): the training bundle stops on one of them with its message alone,
-without a traceback (:func:`napari_uspmie.bundle_workflow.install_explained_error_hook`).
+without a traceback (:func:`napari_uspmie.bundle.workflow.install_explained_error_hook`).
 """
 
 from __future__ import annotations

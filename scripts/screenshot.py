@@ -46,7 +46,7 @@ def make_screenshot(args: argparse.Namespace) -> Path:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_uspmie._sample_data import brain_mri_degraded
+    from napari_uspmie.plugin.sample_data import brain_mri_degraded
 
     viewer = napari.Viewer(title="napari-uspmie")
     viewer.window.resize(*args.size)

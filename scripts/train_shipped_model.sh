@@ -17,7 +17,7 @@ PARALLEL=${PARALLEL:-1}
 CONFIGS="['monai_bundle/configs/train.json','monai_bundle/configs/train_compact.json']"
 mkdir -p "$WORK"
 
-python -m napari_uspmie.mri_dataset "$WORK/data" --seed 0
+python -m napari_uspmie.research.mri_dataset "$WORK/data" --seed 0
 
 train() {
     local name=$1
@@ -39,7 +39,7 @@ else
 fi
 echo "training took $(($(date +%s) - start)) s"
 
-python -m napari_uspmie.evaluation "$WORK/data" \
+python -m napari_uspmie.research.evaluation "$WORK/data" \
     --model "CycleGAN=$WORK/cyclegan/models/model.pt" \
     --model "LaMEGAN=$WORK/lamegan/models/model.pt" \
     --out "$WORK/evaluation.md"

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from scipy import ndimage
 from skimage import data
 
-from napari_uspmie.networks import VGG19Features
+from napari_uspmie.models.networks import VGG19Features
 
 ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))

@@ -21,7 +21,7 @@ def task(tmp_path_factory):
 
 
 def test_network_and_keys(task):
-    from napari_uspmie.networks import ResnetGenerator
+    from napari_uspmie.models.networks import ResnetGenerator
 
     assert (task.input_key, task.output_label_key) == ("image", "pred")
     assert isinstance(task.network, ResnetGenerator)
@@ -63,7 +63,7 @@ def test_torchscript_only_bundle(tmp_path):
     """Without model.pt, MONAI Label loads models/model.ts (what ckpt_export writes)."""
     from monailabel.tasks.infer.bundle import BundleInferTask
 
-    from napari_uspmie.networks import ResnetGenerator
+    from napari_uspmie.models.networks import ResnetGenerator
 
     bundle = random_bundle(tmp_path / "b")
     net = ResnetGenerator(**SHIPPED)

@@ -1,0 +1,1 @@
+"""The enhancer: checkpoint loading, intensity mapping, tiled/slice-wise inference, fast CPU layers."""

@@ -1,0 +1,1 @@
+"""Networks of LaMEGAN and CycleGAN, their losses, and the VGG19 weights the perceptual loss needs."""

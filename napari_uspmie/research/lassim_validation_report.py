@@ -1,0 +1,188 @@
+"""Report of the LaSSIM validation experiment: CSV tables, Jensen-Shannon divergences, plots.
+
+The divergence between the score distributions ``f(GT, blur)`` and ``f(GT, deform+blur)`` is
+computed from Gaussian kernel density estimates (Scott's bandwidth) on a shared grid, in
+bits, so it lies in ``[0, 1]``: 0 for identical distributions, 1 for disjoint ones.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_uspmie.io.figures import kde_density, save_density_grid
+
+__all__ = ["LEVEL_NAMES", "jensen_shannon", "write_report"]
+
+METRICS = ("ssim", "lassim")
+METRIC_LABELS = {"ssim": "SSIM", "lassim": "LaSSIM"}
+#: Low / medium / high, by position in the settings (the paper's names).
+LEVEL_NAMES = ("L", "M", "H")
+
+
+def jensen_shannon(a: np.ndarray, b: np.ndarray, points: int = 2048) -> float:
+    """Jensen-Shannon divergence (base 2) between the densities of samples ``a`` and ``b``."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    both = np.concatenate([a, b])
+    spread = max(float(both.std()), 1e-4)
+    grid = np.linspace(both.min() - 4 * spread, both.max() + 4 * spread, points)
+    p, q = kde_density(a, grid), kde_density(b, grid)
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(u: np.ndarray) -> float:
+        keep = u > 0
+        return float(np.sum(u[keep] * np.log2(u[keep] / m[keep])))
+
+    return float(np.clip(0.5 * kl(p) + 0.5 * kl(q), 0.0, 1.0))
+
+
+def _level_name(index: int, count: int) -> str:
+    return LEVEL_NAMES[index] if count == len(LEVEL_NAMES) else str(index + 1)
+
+
+def write_report(
+    out_dir: str | Path,
+    names: Sequence[str],
+    results: Sequence[dict[str, np.ndarray]],
+    skipped: Sequence[tuple[str, str]],
+    blur_sizes: Sequence[int],
+    alphas: Sequence[float],
+    settings: dict,
+) -> dict:
+    """Write ``scores.csv``, ``jsd.csv``, ``report.md`` and the density plots into ``out_dir``.
+
+    Args:
+        out_dir: report folder (created).
+        names: image names, one per result.
+        results: outputs of :func:`napari_uspmie.research.lassim_validation.score_image`.
+        skipped: ``(name, reason)`` of images left out.
+        blur_sizes, alphas: the settings' axes.
+        settings: run settings shown in the report (size, level, seed, sigma).
+
+    Returns:
+        Summary dict: ``images``, ``skipped``, ``jsd`` (rows), ``table`` (Markdown) and ``files``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stacked = {key: np.stack([r[key] for r in results]) for key in results[0]}
+    nb, na = len(blur_sizes), len(alphas)
+
+    with open(out / "scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["image", "blur", "alpha", "ssim_blur", "ssim_deform_blur", "lassim_blur", "lassim_deform_blur"]
+        )
+        for i, name in enumerate(names):
+            for ia, alpha in enumerate(alphas):
+                for ib, k in enumerate(blur_sizes):
+                    writer.writerow(
+                        [name, k, alpha]
+                        + [
+                            f"{stacked[f'{m}_{kind}'][(i, ib) if kind == 'blur' else (i, ia, ib)]:.6f}"
+                            for m in METRICS
+                            for kind in ("blur", "deform_blur")
+                        ]
+                    )
+
+    rows = []
+    for ia, alpha in enumerate(alphas):
+        for ib, k in enumerate(blur_sizes):
+            row = {"deformation": _level_name(ia, na), "alpha": alpha, "blur_level": _level_name(ib, nb), "blur": k}
+            for m in METRICS:
+                blur = stacked[f"{m}_blur"][:, ib]
+                deform = stacked[f"{m}_deform_blur"][:, ia, ib]
+                row[f"{m}_mean_blur"] = float(blur.mean())
+                row[f"{m}_mean_deform_blur"] = float(deform.mean())
+                row[f"{m}_separated"] = float(np.mean(blur > deform))
+                row[f"{m}_jsd"] = jensen_shannon(blur, deform)
+            rows.append(row)
+    with open(out / "jsd.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: f"{v:.6f}" if isinstance(v, float) and k != "alpha" else f"{v:g}" if k == "alpha" else v
+                    for k, v in row.items()
+                }
+            )
+
+    table = _markdown_table(rows)
+    panels, main_panels = [], []
+    for m in METRICS:
+        for ia, alpha in enumerate(alphas):
+            for ib, k in enumerate(blur_sizes):
+                row = rows[ia * nb + ib]
+                panel = {
+                    "blur": stacked[f"{m}_blur"][:, ib],
+                    "deform_blur": stacked[f"{m}_deform_blur"][:, ia, ib],
+                    "title": f"{METRIC_LABELS[m]}  alpha {alpha:g}, blur {k}  (JSD {row[f'{m}_jsd']:.3f})",
+                    "xlabel": METRIC_LABELS[m],
+                }
+                panels.append(panel)
+                if ia == min(1, na - 1) and ib == nb - 1:  # the paper's panel: medium deformation, high blur
+                    main_panels.append(panel)
+    # Grid: one row per deformation level; SSIM columns, then LaSSIM columns.
+    grid_order = [panels[mi * na * nb + ia * nb + ib] for ia in range(na) for mi in range(2) for ib in range(nb)]
+    n = len(names)
+    files = {
+        "scores": out / "scores.csv",
+        "jsd": out / "jsd.csv",
+        "main_plot": save_density_grid(
+            main_panels,
+            out / "density_Mdef_Hblur.png",
+            ncols=2,
+            panel_size=(4.4, 3.0),
+            title=f"f(GT, blur) vs f(GT, deform+blur), {n} images",
+        ),
+        "grid_plot": save_density_grid(
+            grid_order,
+            out / "density_grid.png",
+            ncols=2 * nb,
+            panel_size=(3.3, 2.3),
+            dpi=80,
+            title=f"SSIM (left) and LaSSIM (right), {n} images; rows: alpha {', '.join(f'{a:g}' for a in alphas)}",
+        ),
+        "report": out / "report.md",
+    }
+    lines = [
+        "# LaSSIM validation experiment",
+        "",
+        f"{n} images, resized to {settings['size']}x{settings['size']}; LaSSIM level {settings['level']}; "
+        f"elastic sigma {settings['sigma']:g}; seed {settings['seed']}.",
+        "Blur: box filter k x k. Deformation: elastic transform of strength alpha, then the same blur.",
+        "JSD: Jensen-Shannon divergence (bits) between the densities of f(GT, blur) and f(GT, deform+blur);",
+        "separated: share of images with f(GT, blur) > f(GT, deform+blur).",
+        "",
+        table,
+        "",
+        "![medium deformation, high blur](density_Mdef_Hblur.png)",
+        "",
+        "![all settings](density_grid.png)",
+        "",
+    ]
+    if skipped:
+        lines += ["## Skipped files", ""] + [f"- `{name}`: {reason}" for name, reason in skipped] + [""]
+    files["report"].write_text("\n".join(lines))
+    return {"images": list(names), "skipped": list(skipped), "jsd": rows, "table": table, "files": files}
+
+
+def _markdown_table(rows: Sequence[dict]) -> str:
+    head = (
+        "| deformation (alpha) | blur (k) | JSD SSIM | JSD LaSSIM | SSIM blur / deform+blur | "
+        "LaSSIM blur / deform+blur | separated SSIM | separated LaSSIM |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['deformation']} ({r['alpha']:g}) | {r['blur_level']} ({r['blur']}) | {r['ssim_jsd']:.3f} | "
+            f"{r['lassim_jsd']:.3f} | {r['ssim_mean_blur']:.4f} / {r['ssim_mean_deform_blur']:.4f} | "
+            f"{r['lassim_mean_blur']:.4f} / {r['lassim_mean_deform_blur']:.4f} | {100 * r['ssim_separated']:.0f}% | "
+            f"{100 * r['lassim_separated']:.0f}% |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Unpaired training: the CycleGAN/LaMEGAN trainer, its data, transforms, image pool and handlers."""

@@ -1,0 +1,102 @@
+"""The benchmarks' FLOP count, peak-memory probe and target table (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_call_size import call_sizes, picked_size  # noqa: E402
+from flops import conv_flops  # noqa: E402
+from machine import PeakMemory  # noqa: E402
+from targets import targets_table  # noqa: E402
+
+from napari_uspmie.inference.depthwise_sum import to_depthwise_sum  # noqa: E402
+from napari_uspmie.inference.inferer import EnhancementInferer  # noqa: E402
+from napari_uspmie.inference.winograd import to_winograd  # noqa: E402
+from napari_uspmie.models.networks import ResnetGenerator  # noqa: E402
+
+
+def test_conv_flops_by_hand():
+    conv = nn.Conv2d(3, 8, 5, stride=2, padding=2)  # 16x16 output, 3*25 taps per output sample
+    assert conv_flops(conv, (2, 3, 32, 32)) == 2 * (2 * 8 * 16 * 16) * 3 * 25
+    up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1)  # each input scattered to 4*9
+    assert conv_flops(up, (1, 8, 10, 10)) == 2 * 100 * 8 * 4 * 9
+
+
+def test_paper_generator_costs_99_gflop():
+    """METHOD.md's ResNet-9 generator at 256x256 RGB: about 99 GFLOP, almost all in the 18 block convolutions."""
+    flops = conv_flops(ResnetGenerator(3, 3, ngf=64, n_blocks=9), (1, 3, 256, 256))
+    assert flops == pytest.approx(99.1e9, rel=1e-3)
+    block_convs = 18 * 2 * 64 * 64 * 256 * 256 * 9
+    assert 0.85 < block_convs / flops < 0.9
+
+
+def test_winograd_layers_count_what_they_run():
+    """A 3x3 layer by Winograd F(4x4, 3x3) on a 9x10 output: 3x3 tiles of 4x4; input transform 36x36 per tile
+    and channel, 36 channel products, output transform 16x36 per tile and output channel."""
+    conv = nn.Conv2d(5, 7, 3)
+    tiles = 2 * 3 * 3
+    expected = 2 * tiles * (36 * 36 * 5 + 36 * 5 * 7 + 16 * 36 * 7)
+    assert conv_flops(to_winograd(nn.Sequential(conv)), (2, 5, 11, 12)) == expected
+    assert conv_flops(conv, (2, 5, 11, 12)) == 2 * (2 * 7 * 9 * 10) * 5 * 9
+    head = nn.Conv2d(5, 1, 7)  # as depthwise + sum: the same products as the convolution
+    assert conv_flops(to_depthwise_sum(nn.Sequential(head)), (2, 5, 20, 20)) == conv_flops(head, (2, 5, 20, 20))
+
+
+def test_peak_memory_sees_a_large_allocation():
+    import numpy as np
+
+    with PeakMemory() as mem:
+        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del a
+    assert mem.extra_mb > 48
+
+
+def test_targets_table_marks_met_and_missed(tmp_path: Path):
+    lassim = {
+        "threads": "2",
+        "rows": [
+            {"device": "cpu", "dtype": "float32", "batch": 1, "size": "272x480", "speedup": 1.2},
+            {"device": "cpu", "dtype": "float32", "batch": 16, "size": "272x480", "speedup": 2.0},
+            {"device": "cpu", "dtype": "float64", "batch": 16, "size": "272x480", "speedup": 9.0},
+        ],
+    }
+    enhance = {
+        "matmul_gflops": 100.0,
+        "matmul_gflops_bf16": 400.0,
+        "rows": [
+            {"model": "m", "case": "c", "eager_s": 3.0, "compiled_s": 1.0, "gflop": 40.0}
+            | {"bf16_s": 0.5, "bf16_diff_mean": 2e-3}
+        ],
+    }
+    (tmp_path / "benchmarks_lassim.json").write_text(json.dumps(lassim))
+    (tmp_path / "benchmarks_enhance.json").write_text(json.dumps(enhance))
+    rows = [line for line in targets_table(tmp_path) if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 6  # the float64 row is not a target
+    assert rows[0].endswith("| yes |") and rows[1].endswith("| **no** |")  # LaSSIM: 1.2 >= 1, 2.0 < 3
+    assert "3.00x" in rows[2] and rows[2].endswith("| yes |")  # 3x over eager
+    assert "40.00%" in rows[3] and rows[3].endswith("| **no** |")  # 40 GFLOP in 1 s of 100 GFLOP/s
+    assert "bfloat16" in rows[4] and "6.00x" in rows[4] and "mean diff 2e-03" in rows[4]
+    assert "20.00%" in rows[5] and rows[5].endswith("| **no** |")  # 40 GFLOP in 0.5 s of 400 bf16 GFLOP/s
+    assert targets_table(tmp_path / "missing") == []
+    from targets import _row
+
+    assert "1.496x" in _row("w", "c", 1.4958, "x", 1.5) and "1.50x" in _row("w", "c", 1.5, "x", 1.5)
+
+
+def test_call_size_benchmark_picks_what_the_inferer_runs():
+    """The call size the benchmark reports as picked is the one EnhancementInferer actually runs."""
+    assert call_sizes(8) == [1, 2, 4, 8] and call_sizes(5) == [1, 2, 4, 5] and call_sizes(1) == [1]
+    net = ResnetGenerator(1, 1, ngf=64, n_blocks=1).eval()
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    x = torch.rand(6, 1, 96, 96) * 2 - 1
+    EnhancementInferer(batch_size=6)(x, net)
+    picked = picked_size(net, 96, 6, torch.device("cpu"))
+    assert picked == 3 and calls == [picked, picked]
