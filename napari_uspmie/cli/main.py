@@ -91,11 +91,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if cmd.add is None:
             p = sub.add_parser(cmd.name, help=cmd.help, add_help=False)
             p.add_argument("argv", nargs=argparse.REMAINDER)
-            p.set_defaults(_run=lambda args, run=run: run(args.argv))
+            p.set_defaults(command_function=lambda args, run=run: run(args.argv))
         else:
             p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
             getattr(module, cmd.add)(p)
-            p.set_defaults(_run=run)
+            p.set_defaults(command_function=run)
     return parser
 
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded(lambda: run(argv[1:]))
     parser = build_parser(chosen.name if chosen is not None else None)
     args = parser.parse_args(argv)
-    return _guarded(lambda: args._run(args))
+    return _guarded(lambda: args.command_function(args))
 
 
 def _guarded(call) -> int:

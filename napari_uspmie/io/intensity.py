@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_uspmie.io.values import cast_like
+
 __all__ = ["DEFAULT_PERCENTILES", "intensity_window", "percentiles_of", "IntensityMap"]
 
 #: robust intensity window of non-8-bit data: these percentiles of the whole image or volume
@@ -143,11 +145,4 @@ class IntensityMap:
             values += np.subtract(orig, clipped, out=orig)
         if keep_range:
             np.clip(values, self.vmin, self.vmax, out=values)
-        dtype = np.dtype(self.dtype)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            np.rint(values, out=values)
-            return np.clip(values, info.min, info.max, out=values).astype(dtype)
-        if dtype.kind == "b":
-            return values > 0.5
-        return values.astype(dtype)
+        return cast_like(values, self.dtype)

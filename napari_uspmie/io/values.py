@@ -32,6 +32,10 @@ def cast_like(values: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
         return values.astype(dtype)
     if values.dtype.kind in "iu":
         return np.clip(_common_integers(values, dtype.kind, info), info.min, info.max).astype(dtype)
+    if dtype.itemsize <= 2 and values.dtype.kind == "f" and values.dtype.itemsize >= 4:
+        # 8- and 16-bit limits are exact in float32 and float64: saturate in the input's own precision
+        rounded = np.rint(values)
+        return np.clip(rounded, info.min, info.max, out=rounded).astype(dtype)
     return _saturate(np.rint(values.astype(np.float64)), info, dtype)
 
 

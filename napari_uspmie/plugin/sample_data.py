@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from pathlib import Path
 from typing import Any
 
-__all__ = ["mni152_path", "brain_mri", "brain_mri_degraded", "unseen_subject_degraded", "DEGRADATION_SEED"]
+from napari_uspmie.io.packaged_data import mni152_path
 
-MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+__all__ = ["brain_mri", "brain_mri_degraded", "unseen_subject_degraded", "DEGRADATION_SEED"]
+
 #: seed of the sample's degradation, so that every user sees the same degraded image
 DEGRADATION_SEED = 0
-
-
-def mni152_path() -> Path:
-    """Path of nilearn's packaged MNI152 T1 template.
-
-    Raises:
-        FileNotFoundError: nilearn is not installed or no longer ships the file.
-    """
-    try:
-        import nilearn
-    except ImportError as e:
-        raise FileNotFoundError("the brain MRI sample needs nilearn: pip install nilearn") from e
-    path = Path(nilearn.__file__).parent / "datasets" / "data" / MNI152_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: nilearn no longer ships the MNI152 template here.")
-    return path
 
 
 def brain_mri() -> list[tuple[Any, dict, str]]:

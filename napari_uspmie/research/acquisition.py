@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from napari_uspmie.io.values import cast_like
+
 __all__ = [
     "PARAM_RANGES",
     "AcquisitionParams",
@@ -166,11 +168,7 @@ def _unit_range(x: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _restore_range(y: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
-    out = y * (hi - lo) + lo
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(dtype)
+    return cast_like(y * (hi - lo) + lo, dtype)
 
 
 def degrade_slice(

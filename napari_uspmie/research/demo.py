@@ -24,16 +24,10 @@ import nibabel as nib
 import numpy as np
 
 from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import degrade_volume
 from napari_uspmie.research.evaluation import LEVEL, slice_metrics
-from napari_uspmie.research.mri_dataset import (
-    HELD_OUT_VOLUMES,
-    MIN_FOREGROUND,
-    MNI_T1,
-    get_slice,
-    load_unit_volume,
-    package_file,
-)
+from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES, MIN_FOREGROUND, get_slice, load_unit_volume
 from napari_uspmie.research.niqe import NIQEModel
 
 __all__ = ["DEMO_SEED", "SUBJECTS", "prepare_demo_volume", "run_demo", "main"]
@@ -51,7 +45,7 @@ SUBJECTS = {
         *HELD_OUT_VOLUMES["nibabel_anatomical"],
         "held-out subject: nibabel anatomical.nii, T1, 2 mm, cropped field of view",
     ),
-    "mni": (*MNI_T1, "MNI152 T1 template (the training anatomy, new 3D degradation)"),
+    "mni": (*MNI152_T1, "MNI152 T1 template (the training anatomy, new 3D degradation)"),
 }
 DEFAULT_SUBJECT = "aniso_vox"
 

@@ -141,8 +141,7 @@ def folder_sources(folder: str | Path) -> list[Source]:
 def builtin_sources(mni_slices: Sequence[int] = tuple(range(40, 151, 10))) -> list[Source]:
     """Real images shipped inside installed packages: scikit-image's sample pictures (when
     scikit-image is installed) and axial slices of nilearn's MNI152 T1 template."""
-    import nilearn
-
+    from napari_uspmie.io.packaged_data import mni152_path
     from napari_uspmie.io.readers import read_image
 
     sources: list[Source] = []
@@ -156,7 +155,7 @@ def builtin_sources(mni_slices: Sequence[int] = tuple(range(40, 151, 10))) -> li
             if path.suffix.lower() not in (".png", ".jpg") or path.name.startswith("chessboard"):
                 continue  # the 8 x 8 chessboards are too small to be meaningful at 320 x 320
             sources.append((f"skimage/{path.name}", lambda p=path: read_image(p)))
-    mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    mni = mni152_path()
     cache: dict[str, tuple[np.ndarray, dict]] = {}
 
     def mni_slice(k: int) -> tuple[np.ndarray, dict]:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import apply_acquisition, degrade_volume, sample_params
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "GUARD",
     "CANVAS",
     "fit_canvas",
-    "package_file",
     "load_unit_volume",
     "split_slices",
     "vary_appearance",
@@ -75,7 +74,6 @@ MIN_FOREGROUND = 0.15
 #: MNI slices are centred on a square canvas (zero padding, or cropping background) of this side, so
 #: that training needs no resizing (which would change the anatomy's scale between orientations).
 CANVAS = 224
-MNI_T1 = ("nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
 HELD_OUT_VOLUMES = {
     "nibabel_anatomical": ("nibabel", "tests/data/anatomical.nii"),
     "dipy_aniso_vox": ("dipy", "data/files/aniso_vox.nii.gz"),
@@ -94,15 +92,6 @@ DRAWS = 2
 REMAP_PROB = 0.35
 #: Knots of that curve on ``[0, 1]``; the value at 0 stays 0, the others are drawn in ``[0.15, 1]``.
 REMAP_KNOTS = 6
-
-
-def package_file(package: str, relative: str) -> Path | None:
-    """Path of a data file inside an installed package, or ``None`` when the package is absent."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    return path if path.exists() else None
 
 
 def _unit(volume: np.ndarray) -> np.ndarray:
@@ -302,14 +291,14 @@ def build_mri_dataset(
     if unknown:
         raise ValueError(f"unknown orientation or held-out subject: {sorted(unknown)}.")
     out = Path(out_dir)
-    mni_path = package_file(*MNI_T1)
+    mni_path = package_file(*MNI152_T1)
     if mni_path is None:
         raise FileNotFoundError("nilearn's MNI152 T1 template was not found; install nilearn>=0.10.")
     mni, _ = load_unit_volume(mni_path)
     manifest: dict = {
         "seed": seed,
         "severity": severity,
-        "sources": {"mni152_t1": {"package": MNI_T1[0], "file": MNI_T1[1], "sha256": _sha256(mni_path)}},
+        "sources": {"mni152_t1": {"package": MNI152_T1[0], "file": MNI152_T1[1], "sha256": _sha256(mni_path)}},
         "split": {},
         "degradations": {},
         "heldout_volumes": {},

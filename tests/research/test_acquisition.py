@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import (
     PARAM_RANGES,
     AcquisitionParams,
@@ -16,13 +17,11 @@ from napari_uspmie.research.acquisition import (
     rician_noise,
     sample_params,
 )
-from napari_uspmie.research.evaluation import _ssim
-from napari_uspmie.research.mri_dataset import MNI_T1, package_file
 
 
 @pytest.fixture(scope="module")
 def mni() -> np.ndarray:
-    return np.asanyarray(nib.load(str(package_file(*MNI_T1))).dataobj)
+    return np.asanyarray(nib.load(str(package_file(*MNI152_T1))).dataobj)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +45,13 @@ def test_degrade_volume_int16_with_negative_values_keeps_range():
     out = degrade_volume(vol, seed=1)
     assert out.dtype == np.int16 and out.shape == vol.shape
     assert out.min() >= vol.min() and out.max() <= vol.max()
+
+
+def _ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """scikit-image's SSIM on images in [0, 1] (sample covariance, 7x7 window)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(np.asarray(x, np.float64), np.asarray(y, np.float64), data_range=1.0))
 
 
 def test_degrade_slice_lowers_ssim_and_grows_with_severity(axial):

@@ -9,13 +9,14 @@ from scipy import ndimage, stats
 from skimage import data
 from skimage.color import rgb2gray
 
-from napari_uspmie.research.mri_dataset import MNI_T1, get_slice, package_file
+from napari_uspmie.io.packaged_data import MNI152_T1, package_file
+from napari_uspmie.research.mri_dataset import get_slice
 from napari_uspmie.research.niqe import NIQEModel, aggd_fit, fit_pristine_model, ggd_fit, mscn, niqe, patch_features
 
 
 @pytest.fixture(scope="module")
 def mni_slices() -> list[np.ndarray]:
-    vol = np.asanyarray(nib.load(str(package_file(*MNI_T1))).dataobj).astype(np.float64) / 255.0
+    vol = np.asanyarray(nib.load(str(package_file(*MNI152_T1))).dataobj).astype(np.float64) / 255.0
     return [get_slice(vol, "axial", k) for k in range(40, 140, 6)]
 
 
@@ -58,7 +59,7 @@ def test_patch_features_shape():
 
 
 def test_blur_and_noise_raise_niqe_on_mri(mri_model, mni_slices):
-    vol = np.asanyarray(nib.load(str(package_file(*MNI_T1))).dataobj).astype(np.float64) / 255.0
+    vol = np.asanyarray(nib.load(str(package_file(*MNI152_T1))).dataobj).astype(np.float64) / 255.0
     clean = get_slice(vol, "axial", 97)
     rng = np.random.default_rng(0)
     base = niqe(clean, mri_model)
