@@ -12,15 +12,16 @@ without a traceback (:func:`napari_uspmie.bundle.workflow.install_explained_erro
 
 from __future__ import annotations
 
-import importlib
 import logging
-import re
+from dataclasses import dataclass
 
 __all__ = [
     "ExplainedError",
     "log_error",
+    "error_chain",
     "find_explained",
-    "WorkerError",
+    "user_message",
+    "ErrorInWorker",
     "ImageReadError",
     "ImageWriteError",
     "InvalidImageError",
@@ -51,66 +52,68 @@ def log_error(log: logging.Logger, error: ExplainedError) -> None:
     error.logged = True
 
 
+def error_chain(error: BaseException | None, implicit: bool = False) -> list[BaseException]:
+    """``error`` and the errors behind it, outermost first, each once.
+
+    Args:
+        error: an exception, or ``None`` (an empty chain).
+        implicit: also follow ``__context__`` (an error raised while another was handled), not
+            only ``__cause__`` (``raise ... from``, how libraries wrap our errors).
+    """
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or (error.__context__ if implicit else None)
+    return chain
+
+
 def find_explained(error: BaseException | None) -> ExplainedError | None:
     """The first :class:`ExplainedError` in ``error`` and its explicit causes (``raise ... from``).
 
     Libraries wrap our errors that way (MONAI's ``RuntimeError("Failed to evaluate ...")``). The
     implicit context is not followed: a bug raised while an explained error was being handled
     must keep its own traceback.
-
-    Args:
-        error: an exception, or ``None``.
-
-    Returns:
-        The explained error, or ``None`` when the chain holds none.
     """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ExplainedError):
-            return error
-        from_worker = _from_worker(error)
-        if from_worker is not None:
-            return from_worker
-        seen.add(id(error))
-        error = error.__cause__
-    return None
+    return next((e for e in error_chain(error) if isinstance(e, ExplainedError)), None)
 
 
-class WorkerError(RuntimeError, ExplainedError):
-    """An explained error raised in a ``DataLoader`` worker process, rebuilt from its text."""
+def user_message(error: BaseException) -> str:
+    """One line for a user: an explained error's message (which names the file and the fix) from
+    anywhere in the chain, else the innermost error's type and first line."""
+    chain = error_chain(error, implicit=True)
+    explained = next((e for e in chain if isinstance(e, ExplainedError)), None)
+    if explained is not None:
+        return str(explained)
+    last = chain[-1]
+    text = str(last).strip()
+    return f"{type(last).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-# The last line of an error's traceback text: "napari_uspmie.<module>.<Class>: <message>".
-_WORKER_LINE = re.compile(r"^(napari_uspmie(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+@dataclass(frozen=True)
+class ErrorInWorker:
+    """An explained error raised in a ``DataLoader`` worker process, sent back as data.
 
-
-def _from_worker(error: BaseException) -> WorkerError | None:
-    """The explained error inside a ``DataLoader`` worker failure, if any.
-
-    A worker process hands its exception back as text only: PyTorch raises a new error whose
-    message is "Caught <type> in DataLoader worker process <n>." and the worker's traceback, so
-    the cause chain is lost. The project's explained error is recognised in that text by its
-    class path; the rebuilt error is kept on ``error``, so it is found (and logged) only once.
+    PyTorch hands a worker's exception back as traceback text only; a dataset returns this
+    record instead (it pickles: the class travels by reference), and the main process raises
+    the original error again with :meth:`reraise`.
     """
-    cached = getattr(error, "_napari_uspmie_explained", None)
-    if cached is not None:
-        return cached
-    text = str(error)
-    if "DataLoader worker process" not in text:
-        return None
-    for module_name, class_name, message in reversed(_WORKER_LINE.findall(text)):
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
-            continue
-        if isinstance(cls, type) and issubclass(cls, ExplainedError):
-            found = WorkerError(message)
-            try:
-                error._napari_uspmie_explained = found  # type: ignore[attr-defined]
-            except AttributeError:
-                pass
-            return found
-    return None
+
+    error_type: type
+    message: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> ErrorInWorker | None:
+        """The record of the explained error in ``error``'s chain, or ``None`` when it holds none."""
+        explained = find_explained(error)
+        return None if explained is None else cls(type(explained), str(explained))
+
+    def reraise(self) -> None:
+        """Raise the worker's error in this process.
+
+        Raises:
+            ExplainedError: always, of the worker's error type and with its message.
+        """
+        raise self.error_type(self.message)
 
 
 class ImageReadError(ValueError, ExplainedError):

@@ -81,7 +81,9 @@ def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_si
     start = time.perf_counter()
     result = enhancer.enhance(image, channel_axis=channel_axis, slice_axis=slice_axis, batch_size=batch_size)
     seconds = time.perf_counter() - start
-    write_like(result, meta, target)  # staged: an output it replaces stays intact until the new one is complete
+    write_like(
+        result, meta, target, overwrite=overwrite
+    )  # staged: an output it replaces stays intact until the new one is complete
     score = structure_kept(image, result, channel_axis, slice_axis)
     return image.shape, seconds, score
 

@@ -138,6 +138,7 @@ def add_lassim_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--level", type=int, default=3, help="Laplacian pyramid level (default 3)")
     parser.add_argument("--max-level", type=int, default=5, help="pyramid depth (default 5)")
     parser.add_argument("--heatmap", metavar="OUT.png", help="write the LaSSIM heatmap over image A")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing heatmap file (never an input)")
     return parser
 
 
@@ -150,11 +151,23 @@ def _scoring_array(array: np.ndarray, meta: dict, path: str) -> np.ndarray:
     return array[..., :3] if array.shape[-1] >= 3 else array[..., 0]
 
 
+def _check_heatmap_target(target: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
+    """Refuse, before any work, a heatmap path that is an input or an existing file without ``--overwrite``."""
+    from napari_uspmie.errors import ImageWriteError
+
+    if any(target.resolve() == source.resolve() for source in inputs):
+        raise ImageWriteError(f"{target}: is one of the images compared; choose another --heatmap path.")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise ImageWriteError(f"{target}: already exists; pass --overwrite to replace it.")
+
+
 def run_lassim(args: argparse.Namespace) -> int:
     """Print the LaSSIM score of two files and optionally write the heatmap overlay."""
     from napari_uspmie.io.readers import read_image
     from napari_uspmie.metric.lassim import lassim, lassim_map
 
+    if args.heatmap:
+        _check_heatmap_target(Path(args.heatmap), (Path(args.a), Path(args.b)), args.overwrite)
     arrays = []
     for path in (args.a, args.b):
         array, meta = read_image(path)
@@ -182,6 +195,6 @@ def run_lassim(args: argparse.Namespace) -> int:
             k = heat.shape[0] // 2
             a, heat = a[k], heat[k]
             title += f", slice {k}"
-        out = save_heatmap_overlay(a, heat, args.heatmap, title=title)
+        out = save_heatmap_overlay(a, heat, args.heatmap, title=title, overwrite=args.overwrite)
         print(f"heatmap written to {out}")
     return 0

@@ -2,16 +2,26 @@
 
 An interrupted run (Ctrl+C, a full disk, a crash) never leaves a half-written output under the
 final name: readers see the old file or the complete new one, nothing in between.
+
+Without ``overwrite`` the final step is exclusive: a hard link for files (fails if the name
+exists, whoever created it in the meantime), a rename onto an absent folder for folders, so two
+runs writing the same output cannot both win. With ``overwrite`` a file is replaced; a folder is
+replaced only when everything it holds is an earlier output of the package (the writer says how
+to recognise one, e.g. a DICOM file derived by the package), so files a user put in an output
+folder are never deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from napari_uspmie.errors import ImageWriteError
 
 __all__ = ["split_ext", "staged_output"]
 
@@ -24,34 +34,119 @@ def split_ext(name: str) -> tuple[str, str]:
 
 
 @contextmanager
-def staged_output(out_path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``out_path``; rename it onto ``out_path`` on success.
+def staged_output(
+    out_path: str | os.PathLike,
+    folder: bool = False,
+    overwrite: bool = False,
+    written_by_package: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``out_path``; move it onto ``out_path`` on success.
 
     Args:
         out_path: the final file or folder.
         folder: stage a folder (created empty) instead of a file.
+        overwrite: replace an existing output (a folder only if the package wrote all it holds).
+        written_by_package: for folders, whether a file in an existing output folder is an
+            earlier output of the package; without it no existing folder is replaced.
 
     Yields:
         The temporary path to write. It keeps the extension of ``out_path`` (writers choose
         the format from it) and is removed if the block raises.
+
+    Raises:
+        ImageWriteError: ``out_path`` exists (without ``overwrite``), or is a folder holding
+            files the package did not write.
     """
     out_path = Path(out_path)
+    owned = written_by_package or (lambda _: False)
+    _refuse_existing(out_path, folder, overwrite, owned)
     stem, ext = split_ext(out_path.name)
     tmp = out_path.parent / f".{stem}.tmp-{uuid.uuid4().hex[:8]}{'' if folder else ext}"
     if folder:
         tmp.mkdir()
     try:
         yield tmp
-        if folder and out_path.exists():
-            old = out_path.parent / f".{out_path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_path, old)
-            os.replace(tmp, out_path)
-            shutil.rmtree(old, ignore_errors=True)
+        if folder:
+            _publish_folder(tmp, out_path, overwrite, owned)
         else:
-            os.replace(tmp, out_path)
-    except BaseException:
+            _publish_file(tmp, out_path, overwrite)
+    finally:
         if folder:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _refuse_existing(out_path: Path, folder: bool, overwrite: bool, owned: Callable[[Path], bool]) -> None:
+    """Refuse before any work when the output exists and may not be replaced."""
+    if not out_path.exists() and not out_path.is_symlink():
+        return
+    if not overwrite:
+        raise ImageWriteError(f"{out_path}: already exists; pass --overwrite (or overwrite=True) to replace it.")
+    if folder != out_path.is_dir():
+        kind = "folder" if out_path.is_dir() else "file"
+        raise ImageWriteError(
+            f"{out_path}: is a {kind}; refusing to replace it with a {'folder' if folder else 'file'}."
+        )
+    if folder:
+        foreign = _foreign_files(out_path, owned)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise ImageWriteError(
+                f"{out_path}: holds files napari-uspmie did not write ({shown}); --overwrite replaces only its own "
+                "outputs. Choose another output folder or move those files."
+            )
+
+
+def _foreign_files(folder: Path, owned: Callable[[Path], bool]) -> list[str]:
+    """Names of the entries of ``folder`` that are not earlier outputs of the package."""
+    return sorted(p.name for p in folder.iterdir() if not (p.is_file() and not p.is_symlink() and owned(p)))
+
+
+def _publish_file(tmp: Path, out_path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, out_path)
+        return
+    try:
+        os.link(tmp, out_path)  # exclusive: fails when the name exists, even if created a moment ago
+    except FileExistsError:
+        raise ImageWriteError(
+            f"{out_path}: was created by someone else while this output was written; nothing was replaced."
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        _create_exclusively_then_replace(tmp, out_path)
+
+
+def _create_exclusively_then_replace(tmp: Path, out_path: Path) -> None:
+    """For file systems without hard links: claim the name with ``O_EXCL``, then rename onto it."""
+    try:
+        os.close(os.open(out_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise ImageWriteError(
+            f"{out_path}: was created by someone else while this output was written; nothing was replaced."
+        ) from None
+    os.replace(tmp, out_path)
+
+
+def _publish_folder(tmp: Path, out_path: Path, overwrite: bool, owned: Callable[[Path], bool]) -> None:
+    if overwrite and out_path.is_dir():
+        foreign = _foreign_files(out_path, owned)  # again: files may have been added while this one was written
+        if foreign:
+            raise ImageWriteError(
+                f"{out_path}: files were added meanwhile ({', '.join(foreign[:3])}); nothing replaced."
+            )
+        old = out_path.parent / f".{out_path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_path, old)
+        os.replace(tmp, out_path)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.rename(tmp, out_path)  # onto an existing non-empty folder this fails rather than merging
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise ImageWriteError(
+                f"{out_path}: was created by someone else while this output was written; nothing was replaced."
+            ) from None
         raise

@@ -25,6 +25,7 @@ __all__ = [
     "LPS_TO_RAS",
     "is_dicom_file",
     "find_series",
+    "read_dicom_header",
     "read_dicom_file",
     "read_dicom_series",
     "read_series_headers",
@@ -42,7 +43,9 @@ def _pydicom():
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
-    """``True`` when the file starts with the DICOM preamble (``DICM`` at byte 128)."""
+    """``True`` when ``path`` is a regular file starting with the DICOM preamble (``DICM`` at byte 128)."""
+    if not Path(path).is_file():  # never open a FIFO or device: it could block or never end
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -51,7 +54,7 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _read_header(path: Path):
+def read_dicom_header(path: Path):
     """Header of one file without pixel data; ``None`` when it is not DICOM at all."""
     pydicom = _pydicom()
     try:
@@ -81,7 +84,7 @@ def find_series(folder: str | os.PathLike) -> tuple[dict[str, list], list[str]]:
     for path in sorted(Path(folder).iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        ds = _read_header(path)
+        ds = read_dicom_header(path)
         if ds is None or "Rows" not in ds:  # DICOMDIR, reports, presentation states: no image
             skipped.append(str(path))
             continue
@@ -222,7 +225,7 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         ImageReadError: not DICOM, no pixel data, or undecodable pixels.
     """
     path = Path(path)
-    header = _read_header(path)
+    header = read_dicom_header(path)
     if header is None:
         raise ImageReadError(f"{path}: not a DICOM file.")
     if "Rows" not in header:

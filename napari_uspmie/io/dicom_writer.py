@@ -22,10 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_uspmie.errors import ImageWriteError
+from napari_uspmie.errors import ImageReadError, ImageWriteError
 from napari_uspmie.io.atomic import staged_output
 
-__all__ = ["write_derived_dicom", "stored_values"]
+__all__ = ["DERIVATION_DESCRIPTION", "write_derived_dicom", "stored_values", "is_derived_by_package"]
+
+#: DerivationDescription of every instance the package writes: how it recognises its own outputs
+DERIVATION_DESCRIPTION = "Structure-preserving enhancement (LaMEGAN, napari-uspmie)"
+
+
+def is_derived_by_package(path: Path) -> bool:
+    """Whether ``path`` is a DICOM instance this package wrote (its DerivationDescription says so)."""
+    from napari_uspmie.io.dicom import read_dicom_header
+
+    try:
+        header = read_dicom_header(path)
+    except ImageReadError:
+        return False
+    return header is not None and str(header.get("DerivationDescription", "")) == DERIVATION_DESCRIPTION
 
 
 def stored_values(values: np.ndarray, ds, slope: float, intercept: float) -> np.ndarray:
@@ -77,7 +91,7 @@ def _derive(src, series_uid: str, description_suffix: str, when: tuple[str, str]
     ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
     description = str(src.get("SeriesDescription", "") or "").strip()
     ds.SeriesDescription = f"{description} {description_suffix}".strip()[-64:]
-    ds.DerivationDescription = "Structure-preserving enhancement (LaMEGAN, napari-uspmie)"
+    ds.DerivationDescription = DERIVATION_DESCRIPTION
     if str(src.get("SeriesNumber", "") or "").strip().lstrip("-").isdigit():
         ds.SeriesNumber = int(src.SeriesNumber) + 1000
     ds.InstanceCreationDate, ds.InstanceCreationTime = when
@@ -109,7 +123,9 @@ def _save(ds, path: Path) -> None:
         ds.save_as(path, write_like_original=False)
 
 
-def write_derived_dicom(array: np.ndarray, meta: dict, out_path: Path, description_suffix: str = "enhanced") -> None:
+def write_derived_dicom(
+    array: np.ndarray, meta: dict, out_path: Path, description_suffix: str = "enhanced", overwrite: bool = False
+) -> None:
     """Write ``array`` as a derived DICOM file (``format == "dicom"``) or series folder (``"dicom-series"``).
 
     Args:
@@ -117,9 +133,10 @@ def write_derived_dicom(array: np.ndarray, meta: dict, out_path: Path, descripti
         meta: reader metadata of the source.
         out_path: output file, or output folder for a series.
         description_suffix: appended to SeriesDescription.
+        overwrite: replace an earlier output (a folder only if the package wrote all it holds).
 
     Raises:
-        ImageWriteError: the array does not match the source series.
+        ImageWriteError: the array does not match the source series, or the output exists.
     """
     from pydicom.uid import generate_uid
 
@@ -142,11 +159,11 @@ def write_derived_dicom(array: np.ndarray, meta: dict, out_path: Path, descripti
         return ds
 
     if meta["format"] == "dicom":
-        with staged_output(out_path) as tmp:
+        with staged_output(out_path, overwrite=overwrite) as tmp:
             _save(instance(0, array), tmp)
         return
     if array.shape[0] != len(headers):
         raise ImageWriteError(f"{out_path}: {array.shape[0]} slices for a source series of {len(headers)} files.")
-    with staged_output(out_path, folder=True) as tmp:
+    with staged_output(out_path, folder=True, overwrite=overwrite, written_by_package=is_derived_by_package) as tmp:
         for k, name in enumerate(files):
             _save(instance(k, array[k]), tmp / Path(name).name)

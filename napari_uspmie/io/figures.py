@@ -46,12 +46,12 @@ def display_gray(image: np.ndarray) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(arr.shape[:2])
 
 
-def _save(fig: Figure, out_path: str | os.PathLike) -> Path:
+def _save(fig: Figure, out_path: str | os.PathLike, overwrite: bool) -> Path:
     """Render through a temporary file beside ``out_path``, then rename: no half-written PNGs."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    with staged_output(out) as tmp:
+    with staged_output(out, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
     return out
 
@@ -62,6 +62,7 @@ def save_heatmap_overlay(
     out_path: str | os.PathLike,
     title: str | None = None,
     alpha: float = 0.45,
+    overwrite: bool = False,
 ) -> Path:
     """Draw a LaSSIM heatmap, translucent, over the gray image, with a colour bar.
 
@@ -72,6 +73,7 @@ def save_heatmap_overlay(
         title: figure title, e.g. the score.
         alpha: opacity of the heatmap, drawn in the package's one heatmap colour map over its
             fixed range (:mod:`napari_uspmie.io.heatmap`).
+        overwrite: replace an existing file at ``out_path``.
 
     Returns:
         The written path.
@@ -95,7 +97,7 @@ def save_heatmap_overlay(
         ax.set_title(title, fontsize=10)
     bar = fig.colorbar(shown, ax=ax, shrink=0.85)
     bar.set_label("LaSSIM map (low = structure changed)")
-    return _save(fig, out_path)
+    return _save(fig, out_path, overwrite)
 
 
 def kde_density(samples: np.ndarray, grid: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
@@ -127,6 +129,7 @@ def save_density_grid(
     title: str | None = None,
     panel_size: tuple[float, float] = (3.6, 2.6),
     dpi: int = 90,
+    overwrite: bool = False,
 ) -> Path:
     """Density plots of ``f(GT, blur)`` against ``f(GT, deform+blur)``, one panel per setting.
 
@@ -138,6 +141,7 @@ def save_density_grid(
         title: figure title.
         panel_size: inches per panel.
         dpi: resolution.
+        overwrite: replace an existing file at ``out_path``.
 
     Returns:
         The written path.
@@ -171,4 +175,4 @@ def save_density_grid(
     axes.ravel()[0].legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path)
+    return _save(fig, out_path, overwrite)

@@ -36,6 +36,7 @@ import numpy as np
 
 from napari_uspmie.errors import ImageReadError
 from napari_uspmie.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
+from napari_uspmie.io.limits import check_declared_size, check_openable
 
 __all__ = ["read_image", "detect_format", "IMAGE_SUFFIXES", "is_image_path", "tiff_resolution"]
 
@@ -113,9 +114,7 @@ def read_image(path: str | os.PathLike, *, series_uid: str | None = None) -> tup
             series in one folder, ... The message names the file and the problem.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file or folder.")
-    if path.is_file() and path.stat().st_size == 0:
+    if check_openable(path).st_size == 0 and path.is_file():
         raise ImageReadError(f"{path}: empty file.")
     fmt = detect_format(path)
     if fmt is None:
@@ -170,6 +169,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     try:
         img = nib.load(str(path))
         hdr = img.header
+        _check_nifti_size(path, hdr)
         slope, inter = hdr.get_slope_inter()
         scaled = not (slope in (None, 1.0) and inter in (None, 0.0))
         data = np.asanyarray(img.dataobj)
@@ -190,6 +190,10 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         )
     if data.dtype.fields is not None:
         raise ImageReadError(f"{path}: NIfTI with structured voxels ({data.dtype}); only scalar voxels are supported.")
+    if data.dtype.kind == "c":
+        raise ImageReadError(
+            f"{path}: complex voxels ({data.dtype}); enhance the magnitude image instead (e.g. abs() of the data)."
+        )
     affine = img.affine @ _REVERSE3
     return np.ascontiguousarray(data.transpose(2, 1, 0)), {
         "format": "nifti",
@@ -201,6 +205,26 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         "stored_dtype": str(hdr.get_data_dtype()),
         "has_channels": False,
     }
+
+
+def _check_nifti_size(path: Path, hdr) -> None:
+    """Compare the voxels the header declares with the file (or, gzipped, its trailer) and the budget."""
+    shape = tuple(int(v) for v in hdr.get_data_shape())
+    dtype = hdr.get_data_dtype()
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    offset = int(hdr.get("vox_offset", 0)) if hasattr(hdr, "get") else 0
+    size = path.stat().st_size
+    stored = None
+    if not path.name.lower().endswith(".gz"):
+        stored = size - offset
+    elif size >= 18:  # gzip's last 4 bytes: the uncompressed size modulo 2**32
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            tail = int.from_bytes(f.read(4), "little")
+        if declared + offset < 2**32:
+            stored = tail - offset
+    what = f"{' x '.join(map(str, shape))} {dtype} voxels"
+    check_declared_size(path, declared, stored, what)
 
 
 def _read_pil(path: Path, fmt: str) -> tuple[np.ndarray, dict]:

@@ -61,19 +61,22 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return out
 
 
-def write_like(array: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
+def write_like(array: np.ndarray, meta: dict, out_path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``array`` to ``out_path`` in the format and geometry of ``meta["source"]``.
 
     Args:
         array: image in the reader's layout and shape (values in the source's units, e.g. HU).
         meta: the reader's metadata (``format`` and ``source`` at least).
         out_path: output file, or output folder for a DICOM series.
+        overwrite: replace an existing output (never an input; a folder only if it holds
+            nothing but an earlier output of the package).
 
     Returns:
         The path written.
 
     Raises:
-        ImageWriteError: shape mismatch, output equal to (or inside) the source, unwritable target.
+        ImageWriteError: shape mismatch, output equal to (or inside) the source, an existing output
+            without ``overwrite``, unwritable target.
     """
     out_path = Path(out_path)
     fmt, source = meta.get("format"), Path(meta.get("source", ""))
@@ -89,15 +92,15 @@ def write_like(array: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Pa
         raise ImageWriteError(f"{out_path}: output folder {out_path.parent} does not exist.")
     try:
         if fmt == "nifti":
-            _write_nifti(array, meta, out_path)
+            _write_nifti(array, meta, out_path, overwrite)
         elif fmt in ("dicom", "dicom-series"):
             from napari_uspmie.io.dicom_writer import write_derived_dicom
 
-            write_derived_dicom(array, meta, out_path)
+            write_derived_dicom(array, meta, out_path, overwrite=overwrite)
         elif fmt == "tiff":
-            _write_tiff(array, meta, out_path)
+            _write_tiff(array, meta, out_path, overwrite)
         elif fmt in _PIL_FORMATS:
-            _write_pil(array, meta, out_path)
+            _write_pil(array, meta, out_path, overwrite)
         else:
             raise ImageWriteError(f"{out_path}: cannot write format {fmt!r}.")
     except OSError as e:
@@ -105,7 +108,7 @@ def write_like(array: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Pa
     return out_path
 
 
-def _write_nifti(array: np.ndarray, meta: dict, out_path: Path) -> None:
+def _write_nifti(array: np.ndarray, meta: dict, out_path: Path, overwrite: bool) -> None:
     import nibabel as nib
 
     header = meta.get("nifti_header")
@@ -119,7 +122,7 @@ def _write_nifti(array: np.ndarray, meta: dict, out_path: Path) -> None:
         data = cast_like(data, header.get_data_dtype())
     # no affine: the image takes the header's qform/sform unchanged (parameters and codes)
     img = cls(data, None, header=header)
-    with staged_output(out_path) as tmp:
+    with staged_output(out_path, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
 
 
@@ -150,7 +153,7 @@ def _fill_from_source(meta: dict) -> dict:
     return meta
 
 
-def _write_pil(array: np.ndarray, meta: dict, out_path: Path) -> None:
+def _write_pil(array: np.ndarray, meta: dict, out_path: Path, overwrite: bool) -> None:
     from PIL import Image
 
     meta = _fill_from_source(meta)
@@ -164,11 +167,11 @@ def _write_pil(array: np.ndarray, meta: dict, out_path: Path) -> None:
         kwargs["quality"] = 95
         if meta.get("exif"):
             kwargs["exif"] = meta["exif"]
-    with staged_output(out_path) as tmp:
+    with staged_output(out_path, overwrite=overwrite) as tmp:
         img.save(tmp, format=fmt, **kwargs)
 
 
-def _write_tiff(array: np.ndarray, meta: dict, out_path: Path) -> None:
+def _write_tiff(array: np.ndarray, meta: dict, out_path: Path, overwrite: bool) -> None:
     import tifffile
 
     meta = _fill_from_source(meta)
@@ -182,7 +185,7 @@ def _write_tiff(array: np.ndarray, meta: dict, out_path: Path) -> None:
         kwargs["resolution"] = (x[0] / x[1], y[0] / y[1])
         kwargs["resolutionunit"] = unit
     compression = meta.get("compression", 1)
-    with staged_output(out_path) as tmp:
+    with staged_output(out_path, overwrite=overwrite) as tmp:
         try:
             tifffile.imwrite(tmp, data, compression=compression if compression != 1 else None, **kwargs)
         except Exception:  # the source's codec may need imagecodecs for encoding: store uncompressed

@@ -110,7 +110,8 @@ def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
         meta = _source_meta(array, attributes)
         if meta is None or meta["format"] != "nifti":
             array, meta = nifti_meta_for(array, attributes)
-        return [str(write_like(array, meta, path))]
+        # napari's save dialog has already asked before replacing a file (never the layer's source)
+        return [str(write_like(array, meta, path, overwrite=True))]
     except ValueError as e:
         raise LayerWriteError(str(e)) from e
 
@@ -138,6 +139,6 @@ def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
     if meta["format"] == "dicom-series" and out.suffix.lower() == ".dcm":
         out = out.with_suffix("")  # a series is a folder of files
     try:
-        return [str(write_like(array, meta, out))]
+        return [str(write_like(array, meta, out, overwrite=True))]
     except ValueError as e:
         raise LayerWriteError(str(e)) from e

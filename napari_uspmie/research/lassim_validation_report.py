@@ -139,6 +139,7 @@ def write_report(
             ncols=2,
             panel_size=(4.4, 3.0),
             title=f"f(GT, blur) vs f(GT, deform+blur), {n} images",
+            overwrite=True,  # the report's own figure, rewritten on every run into its folder
         ),
         "grid_plot": save_density_grid(
             grid_order,
@@ -147,6 +148,7 @@ def write_report(
             panel_size=(3.3, 2.3),
             dpi=80,
             title=f"SSIM (left) and LaSSIM (right), {n} images; rows: alpha {', '.join(f'{a:g}' for a in alphas)}",
+            overwrite=True,
         ),
         "report": out / "report.md",
     }

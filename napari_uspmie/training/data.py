@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import get_worker_info
 
-from napari_uspmie.errors import ExplainedError, ImageReadError, log_error
+from napari_uspmie.errors import ErrorInWorker, ExplainedError, ImageReadError, log_error
 from napari_uspmie.io.atomic import split_ext
 from napari_uspmie.io.dicom import find_series
 from napari_uspmie.io.discovery import visible_files
@@ -295,8 +296,26 @@ class UnpairedDataset(TorchDataset):
     def __len__(self) -> int:
         return max(len(self.domain_a), len(self.domain_b))
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        a = self.domain_a[index % len(self.domain_a)]
-        # torch's generator: seeded per DataLoader worker and by monai.utils.set_determinism.
-        b = self.domain_b[int(torch.randint(len(self.domain_b), ()))]
+    def __getitem__(self, index: int) -> dict[str, Any] | ErrorInWorker:
+        try:
+            a = self.domain_a[index % len(self.domain_a)]
+            # torch's generator: seeded per DataLoader worker and by monai.utils.set_determinism.
+            b = self.domain_b[int(torch.randint(len(self.domain_b), ()))]
+        except Exception as error:
+            record = ErrorInWorker.of(error) if get_worker_info() is not None else None
+            if record is None:
+                raise
+            return record  # a worker's exception would reach the trainer as traceback text only
         return {"A": a["image"], "B": b["image"], "A_name": a.get("name", ""), "B_name": b.get("name", "")}
+
+    @staticmethod
+    def collate(batch: list[dict[str, Any] | ErrorInWorker]) -> dict[str, Any] | ErrorInWorker:
+        """``DataLoader`` collation: a batch holding a failed item becomes that item's error record.
+
+        The trainer raises the record's error again (:meth:`ErrorInWorker.reraise`), so a bad file
+        read in a worker process stops training with its own one-line message.
+        """
+        from torch.utils.data import default_collate
+
+        failed = next((item for item in batch if isinstance(item, ErrorInWorker)), None)
+        return failed if failed is not None else default_collate(batch)

@@ -103,7 +103,9 @@ def test_derived_series_float_rescale_and_overwrite(tmp_path):
     array, meta = read_image(tmp_path / "mr")
     out = tmp_path / "out"
     write_like(array, meta, out)
-    write_like(array * 0 + 100.25, meta, out)  # a second write replaces the folder whole
+    with pytest.raises(ImageWriteError, match="already exists"):
+        write_like(array * 0 + 100.25, meta, out)
+    write_like(array * 0 + 100.25, meta, out, overwrite=True)  # a second write replaces the folder whole
     back, _ = read_image(out)
     np.testing.assert_allclose(back, 100.25)
     assert len(list(out.iterdir())) == 3
