@@ -38,7 +38,7 @@ from napari_uspmie.errors import ImageReadError
 from napari_uspmie.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
 from napari_uspmie.io.limits import check_declared_size, check_openable
 
-__all__ = ["read_image", "detect_format", "IMAGE_SUFFIXES", "is_image_path", "tiff_resolution"]
+__all__ = ["read_image", "detect_format", "IMAGE_SUFFIXES", "is_image_path", "nifti_volume_shape", "tiff_resolution"]
 
 #: suffix -> format for files; folders are DICOM series.
 IMAGE_SUFFIXES = {
@@ -205,6 +205,30 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         "stored_dtype": str(hdr.get_data_dtype()),
         "has_channels": False,
     }
+
+
+def nifti_volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """Shape :func:`read_image` will return for a NIfTI file, from its header alone (checked against
+    the file's size and the memory budget, so a lying header costs nothing).
+
+    Raises:
+        ImageReadError: unreadable header, a header larger than the file or the budget, or not 2D/3D.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    check_openable(path)
+    try:
+        hdr = nib.load(str(path)).header
+    except Exception as e:  # nibabel raises assorted errors on broken headers
+        raise ImageReadError(f"{path}: unreadable NIfTI header ({type(e).__name__}: {e}).") from e
+    _check_nifti_size(path, hdr)
+    shape = tuple(int(v) for v in hdr.get_data_shape())
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ImageReadError(f"{path}: expected a 2D image or 3D volume, the header says shape {shape}.")
+    return (1, shape[1], shape[0]) if len(shape) == 2 else shape[::-1]
 
 
 def _check_nifti_size(path: Path, hdr) -> None:

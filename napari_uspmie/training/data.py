@@ -29,7 +29,7 @@ from napari_uspmie.errors import ErrorInWorker, ExplainedError, ImageReadError, 
 from napari_uspmie.io.atomic import split_ext
 from napari_uspmie.io.dicom import find_series
 from napari_uspmie.io.discovery import visible_files
-from napari_uspmie.io.readers import IMAGE_SUFFIXES, detect_format, is_image_path
+from napari_uspmie.io.readers import IMAGE_SUFFIXES, detect_format, is_image_path, nifti_volume_shape
 from napari_uspmie.metric.lassim import min_size_for_level
 
 __all__ = [
@@ -74,18 +74,6 @@ def _check_2d_image(path: Path) -> tuple[int, ...]:
     return (size[1], size[0])
 
 
-def _check_nifti(path: Path) -> tuple[int, ...]:
-    """Shape of the volume :func:`~napari_uspmie.io.readers.read_image` will return (slices first)."""
-    import nibabel
-
-    shape = tuple(int(s) for s in nibabel.load(str(path)).shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f"expected a 2D image or 3D volume, header says shape {shape}")
-    return (1, shape[1], shape[0]) if len(shape) == 2 else shape[::-1]
-
-
 def _add_volume(scan: DomainScan, path: str, kind: str, shape: Sequence[int], axis: int, name: str) -> None:
     if len(shape) == 2:
         scan.items.append({"image": path, "kind": kind, "slice": -1, "axis": axis, "name": name})
@@ -119,7 +107,7 @@ def scan_domain(folder: str | os.PathLike, slice_axis: int = 0) -> DomainScan:
                 _check_2d_image(path)
                 scan.items.append({"image": str(path), "kind": "image", "slice": -1, "axis": slice_axis, "name": rel})
             elif fmt == "nifti":
-                _add_volume(scan, str(path), "nifti", _check_nifti(path), slice_axis, rel)
+                _add_volume(scan, str(path), "nifti", nifti_volume_shape(path), slice_axis, rel)
             elif fmt == "dicom" or IMAGE_SUFFIXES.get(split_ext(path.name)[1].lower()) == "dicom":
                 dicom_folders[path.parent].append(path)
             else:

@@ -256,3 +256,14 @@ def test_training_size_checks():
         check_training_sizes([40, 40], 32)
     with pytest.raises(ValueError, match="'lassim' loss"):
         check_training_sizes([64, 64], 32, perceptual_loss="lassim")
+
+
+def test_a_header_claiming_more_voxels_than_its_file_holds_counts_for_nothing(tmp_path):
+    root = write_unpaired_dataset(tmp_path / "ds", n_png=1, nifti_slices=1)
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((1200, 1200, 1200))
+    header.set_data_dtype(np.int16)
+    (root / "A" / "liar.nii").write_bytes(header.binaryblock + b"\x00" * 68)
+    scan = scan_domain(root / "A")
+    assert not any(i["name"].startswith("liar.nii") for i in scan.items)
+    assert [p for p, reason in scan.bad if "header declares" in reason] == [str(root / "A" / "liar.nii")]
