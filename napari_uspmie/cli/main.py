@@ -133,10 +133,17 @@ def _guarded(call) -> int:
 
 def add_lassim_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``python -m napari_uspmie lassim``."""
+    from napari_uspmie.cli.options import int_range
+
     parser.add_argument("a", help="enhanced (or degraded) image: PNG, JPEG, TIFF, BMP, NIfTI or DICOM")
     parser.add_argument("b", help="the image it was made from, same size")
-    parser.add_argument("--level", type=int, default=3, help="Laplacian pyramid level (default 3)")
-    parser.add_argument("--max-level", type=int, default=5, help="pyramid depth (default 5)")
+    parser.add_argument(
+        "--level",
+        type=int_range(0, 8),
+        default=3,
+        help="Laplacian pyramid level, 0 (finest) to --max-level (default 3)",
+    )
+    parser.add_argument("--max-level", type=int_range(1, 8), default=5, help="pyramid depth (default 5)")
     parser.add_argument("--heatmap", metavar="OUT.png", help="write the LaSSIM heatmap over image A")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing heatmap file (never an input)")
     return parser
@@ -166,6 +173,10 @@ def run_lassim(args: argparse.Namespace) -> int:
     from napari_uspmie.io.readers import read_image
     from napari_uspmie.metric.lassim import lassim, lassim_map
 
+    if args.level > args.max_level:
+        raise ValueError(
+            f"--level {args.level} is above --max-level {args.max_level}; the band must lie in the pyramid."
+        )
     if args.heatmap:
         _check_heatmap_target(Path(args.heatmap), (Path(args.a), Path(args.b)), args.overwrite)
     arrays = []

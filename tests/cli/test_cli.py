@@ -44,7 +44,34 @@ def test_lassim_command_prints_score_and_writes_heatmap(png_pair, tmp_path):
     assert score == pytest.approx(lassim(blurred_arr, clean_arr, level=2), abs=1e-6)
     with Image.open(heatmap) as im:  # a real PNG, larger than the image thanks to the colour bar
         assert im.format == "PNG" and im.size[0] > 300
-    assert not list(heatmap.parent.glob(".*.part"))
+    assert not list(heatmap.parent.glob(".*"))  # no temporary left behind
+
+
+def test_lassim_heatmap_never_replaces_an_input_or_an_existing_file_unasked(png_pair, tmp_path):
+    blurred, clean, _, _ = png_pair
+    before = {p: p.read_bytes() for p in (blurred, clean)}
+    existing = tmp_path / "heat.png"
+    existing.write_bytes(b"keep me")
+    result = run_cli("lassim", str(blurred), str(clean), "--heatmap", str(existing), cwd=tmp_path)
+    assert result.returncode == 2 and "already exists; pass --overwrite" in result.stderr
+    assert existing.read_bytes() == b"keep me" and "LaSSIM =" not in result.stdout  # refused before any work
+    for target in (blurred, clean):
+        result = run_cli("lassim", str(blurred), str(clean), "--heatmap", str(target), "--overwrite", cwd=tmp_path)
+        assert result.returncode == 2 and "is one of the images compared" in result.stderr
+    assert {p: p.read_bytes() for p in (blurred, clean)} == before
+    result = run_cli("lassim", str(blurred), str(clean), "--heatmap", str(existing), "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert existing.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--level", "9", "must be a whole number from 0 to 8, got 9"), ("--max-level", "x", "got 'x'")],
+)
+def test_lassim_option_values_are_checked_when_parsed(png_pair, tmp_path, option, value, message):
+    blurred, clean, _, _ = png_pair
+    result = run_cli("lassim", str(blurred), str(clean), option, value, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_lassim_command_rejects_different_shapes(png_pair, tmp_path):
