@@ -10,7 +10,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResnetGenerator", "PatchDiscriminator", "VGG19Features", "init_weights", "make_norm"]
+__all__ = [
+    "UPSAMPLE_MODES",
+    "ResnetGenerator",
+    "ResizeConv2d",
+    "PatchDiscriminator",
+    "VGG19Features",
+    "init_weights",
+    "make_norm",
+]
+
+#: how the generator doubles the resolution: the paper's transposed convolutions, or resize then convolve
+UPSAMPLE_MODES = ("transpose", "resize")
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -56,6 +67,24 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+class ResizeConv2d(nn.Module):
+    """Nearest-neighbour 2x upsampling, reflection pad 1, then a 3x3 convolution.
+
+    The standard cure for the checkerboard artefact of stride-2 transposed convolutions (Odena,
+    Dumoulin, Olah, "Deconvolution and checkerboard artifacts", Distill 2016): every output pixel
+    sees the same number of input pixels, so no period-2 pattern is built into the layer. Same
+    parameter count as the 3x3 transposed convolution it replaces.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+
 class ResnetGenerator(nn.Module):
     """CycleGAN ResNet generator: 7x7 stem, two stride-2 downsamplings, residual blocks,
     two transposed-conv upsamplings, 7x7 head and tanh.
@@ -67,6 +96,10 @@ class ResnetGenerator(nn.Module):
         n_blocks: residual blocks (paper: 9).
         norm: ``"instance"`` (paper), ``"batch"`` or ``"none"``.
         init_gain: standard deviation of the N(0, gain) weight init.
+        upsample: ``"transpose"`` (the paper's stride-2 transposed convolutions) or ``"resize"``
+            (:class:`ResizeConv2d`, free of the transposed convolutions' 4-pixel checkerboard;
+            a documented deviation used by the shipped model). Both keep three layers per
+            upsampling stage, so the other layers' weight names do not depend on the choice.
 
     Input spatial sizes should be multiples of 4 to come back at the same size.
     """
@@ -79,8 +112,11 @@ class ResnetGenerator(nn.Module):
         n_blocks: int = 9,
         norm: str = "instance",
         init_gain: float = 0.02,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}.")
         bias = norm != "batch"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -94,15 +130,17 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, norm, bias) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                make_norm(norm, c // 2),
-                nn.ReLU(True),
-            ]
+            up = (
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)
+                if upsample == "transpose"
+                else ResizeConv2d(c, c // 2, bias=bias)
+            )
+            layers += [up, make_norm(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.upsample = upsample
         init_weights(self, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +166,11 @@ class PatchDiscriminator(nn.Module):
         n_layers: int = 3,
         norm: str = "instance",
         init_gain: float = 0.02,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}.")
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
