@@ -44,13 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import conv_flops  # noqa: E402
 from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: E402
 
+from napari_uspmie.inference.checkpoint import shipped_architecture  # noqa: E402
 from napari_uspmie.inference.enhancer import Enhancer, compile_network  # noqa: E402
 from napari_uspmie.inference.precision import autocast_for  # noqa: E402
 from napari_uspmie.inference.winograd import to_winograd  # noqa: E402
 from napari_uspmie.models.networks import ResnetGenerator  # noqa: E402
 
 MODELS = {
-    "shipped": {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"},
+    "shipped": shipped_architecture(),
     "paper": {"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9, "norm": "instance"},
     "tiny": {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"},
 }

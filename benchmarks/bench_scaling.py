@@ -28,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import PeakMemory, load_note, machine_info  # noqa: E402
 
-SHIPPED = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
+from napari_uspmie.inference.checkpoint import shipped_architecture  # noqa: E402
+
+SHIPPED = shipped_architecture()
 
 
 def child(side: int, tile: int, mode: str) -> dict:

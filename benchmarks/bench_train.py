@@ -28,10 +28,18 @@ from pathlib import Path
 
 import torch
 
+from napari_uspmie.inference.checkpoint import shipped_architecture
+
 CASES = {
     # name: (generator kwargs, ndf, patch size, perceptual loss, pyramid level)
     "paper": ({"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9}, 64, 256, "vgg19", 3),
-    "compact": ({"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6}, 32, 128, "lassim", 2),
+    "compact": (  # the shipped architecture without its norm (the trainer's default)
+        {k: v for k, v in shipped_architecture().items() if k != "norm"},
+        32,
+        128,
+        "lassim",
+        2,
+    ),
     "tiny": ({"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2}, 8, 64, "lassim", 2),
 }
 

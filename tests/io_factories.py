@@ -16,6 +16,8 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from napari_uspmie.inference.checkpoint import shipped_architecture
+
 MNI = (
     Path(importlib.util.find_spec("nilearn").origin).parent
     / "datasets"
@@ -25,7 +27,8 @@ MNI = (
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
 CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 MR_TRUNCATED = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_truncated.dcm"
-SHIPPED = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
+#: the shipped generator's architecture, read where the bundle keeps it (never written in tests)
+SHIPPED = shipped_architecture()
 
 
 @functools.lru_cache(maxsize=1)

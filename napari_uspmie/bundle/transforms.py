@@ -28,9 +28,9 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 from monai.utils import ensure_tuple
 
-from napari_uspmie.errors import InvalidImageError
-from napari_uspmie.io.intensity import IntensityMap
-from napari_uspmie.io.readers import is_image_path, read_image
+from napari_uspmie.inference.pipeline import check_values, colour_channels, restore_values
+from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
+from napari_uspmie.io.readers import REVERSE_AXES, is_image_path, read_image
 from napari_uspmie.io.writers import enhanced_path, write_like
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "reverse_spatial",
 ]
 
-_SWAP_03 = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 #: reader metadata that travels through MONAI's collation (plain values only)
 _PLAIN_KEYS = ("format", "source", "dtype", "series_uid", "has_channels", "spatial_ndim")
 
@@ -82,7 +81,7 @@ class MedicalImageReader(ImageReader):
         order = (*range(spatial - 1, -1, -1), *([spatial] if channels else []))
         out = np.ascontiguousarray(array.transpose(order))
         if meta.get("affine") is not None:
-            affine = meta["affine"] @ _SWAP_03  # index (k, i, j) -> (j, i, k)
+            affine = meta["affine"] @ REVERSE_AXES  # index (k, i, j) -> (j, i, k)
         else:
             affine = np.diag([*reversed(meta["spacing"]), *[1.0] * (4 - spatial)])
         header = {k: meta[k] for k in _PLAIN_KEYS if k in meta}
@@ -132,11 +131,15 @@ class PrepareForNetworkd(MapTransform):
         percentiles: window percentiles for non-8-bit data.
 
     Raises:
-        InvalidImageError: NaN/Inf values or more than 4 channels (the message names the file).
+        InvalidImageError: what :mod:`napari_uspmie.inference.pipeline` refuses (complex or non-finite
+            values, more than 4 channels); the message names the file.
     """
 
     def __init__(
-        self, keys: KeysCollection = "image", percentiles: Sequence[float] = (0.5, 99.5), allow_missing_keys=False
+        self,
+        keys: KeysCollection = "image",
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        allow_missing_keys=False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.percentiles = tuple(float(p) for p in percentiles)
@@ -147,13 +150,8 @@ class PrepareForNetworkd(MapTransform):
             img = d[key]
             meta = img.meta if isinstance(img, MetaTensor) else dict(d.get(f"{key}_meta_dict", {}))
             source = meta.get("filename_or_obj", key)
-            arr = reverse_spatial(torch.as_tensor(img).detach().cpu().numpy())
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                bad = int((~np.isfinite(arr)).sum())
-                raise InvalidImageError(f"{source}: {bad} NaN/Inf values; replace them before enhancing.")
-            colour = {1: 1, 2: 1, 3: 3, 4: 3}.get(arr.shape[0])
-            if colour is None:
-                raise InvalidImageError(f"{source}: {arr.shape[0]} channels; expected grey, RGB or RGBA.")
+            arr = check_values(reverse_spatial(_as_numpy(img)), source)
+            colour = colour_channels(arr.shape[0], source)
             dtype = meta.get("dtype") or str(arr.dtype)
             mapping = IntensityMap.fit(arr[:colour], self.percentiles, dtype=dtype)
             unit = torch.from_numpy(np.ascontiguousarray(mapping.to_unit(arr[:colour])))
@@ -161,6 +159,14 @@ class PrepareForNetworkd(MapTransform):
             d[f"{key}_enhance"] = {f: getattr(mapping, f) for f in ("low", "high", "vmin", "vmax", "dtype")}
             d[f"{key}_source"] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         return d
+
+
+def _as_numpy(img: Any) -> np.ndarray:
+    """A loaded image as numpy; complex data (which ``torch.as_tensor`` would keep) is left complex
+    so that the pipeline's check refuses it instead of losing the imaginary part."""
+    if isinstance(img, torch.Tensor):
+        return img.detach().cpu().numpy()
+    return np.asarray(img)
 
 
 def _plain(value: Any) -> Any:
@@ -195,10 +201,7 @@ class RestoreFromNetworkd(MapTransform):
         image = d.get(self.image_key)
         for key in self.key_iterator(d):
             y = torch.as_tensor(d[key]).detach().float().cpu().numpy()
-            colour = y.shape[0]
-            values = mapping.from_unit(y, source[:colour], self.keep_range)
-            out = np.concatenate([values, source[colour:].astype(values.dtype)]) if source.shape[0] > colour else values
-            out = reverse_spatial(out)
+            out = reverse_spatial(restore_values(y, source, mapping, self.keep_range, channel_axis=0))
             if out.dtype in (np.uint16, np.uint32):  # torch has few ops for these: widen, values unchanged
                 out = out.astype(np.int32 if out.dtype == np.uint16 else np.int64)
             tensor = torch.from_numpy(np.ascontiguousarray(out))

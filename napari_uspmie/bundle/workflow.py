@@ -28,14 +28,7 @@ from ignite.engine import Events
 from monai.data import Dataset
 from monai.engines import SupervisedEvaluator
 
-from napari_uspmie.errors import (
-    CheckpointError,
-    ImageReadError,
-    ImageWriteError,
-    InvalidImageError,
-    find_explained,
-    log_error,
-)
+from napari_uspmie.errors import CheckpointError, ImageReadError, find_explained, log_error, user_message
 from napari_uspmie.io.dicom import find_series, is_dicom_file
 from napari_uspmie.io.readers import is_image_path
 from napari_uspmie.io.writers import check_output_dir
@@ -46,28 +39,11 @@ __all__ = [
     "EnhancementEvaluator",
     "prepare_run",
     "load_network",
-    "user_message",
     "format_table",
     "install_explained_error_hook",
 ]
 
 logger = logging.getLogger("napari_uspmie.bundle")
-_OURS = (ImageReadError, ImageWriteError, InvalidImageError, CheckpointError)
-
-
-def user_message(error: BaseException) -> str:
-    """The most useful message in an exception chain: ours (which name the file) before wrappers'."""
-    seen, chain = set(), []
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:
-        if isinstance(e, _OURS):
-            return str(e)
-    last = chain[-1]
-    return f"{type(last).__name__}: {str(last).strip().splitlines()[0] if str(last).strip() else ''}"
 
 
 def _has_dicom(folder: Path) -> bool:
@@ -125,33 +101,26 @@ def load_network(
     compile: bool = False,
     bf16: bool = False,
 ) -> torch.nn.Module:
-    """``network_def`` with the weights of ``ckpt_path`` (any checkpoint layout), on ``device``, in eval mode.
+    """The generator stored in ``ckpt_path`` (any checkpoint layout), on ``device``, in eval mode.
 
-    When the weights were trained with another width or depth than ``network_def``, the network is
-    rebuilt from the checkpoint's ``network_def_kwargs``, ``model_config.json`` beside it, or the
-    weights' shapes, so ``--ckpt_path`` alone is enough. A missing file leaves the network as
-    initialised (config checks do not need weights; :func:`prepare_run` refuses to run without them).
-    With ``compile`` the network comes back through :func:`napari_uspmie.inference.enhancer.compile_network`
-    (its float32 CPU layer rewrites unless ``bf16`` autocast will run it).
+    The weights are read by :func:`napari_uspmie.inference.checkpoint.load_generator`, the loader
+    the Python API uses; its architecture comes from the checkpoint, so ``--ckpt_path`` alone is
+    enough even for another width or depth than ``network_def``. A missing file leaves
+    ``network_def`` as initialised (config checks do not need weights; :func:`prepare_run`
+    refuses to run without them). With ``compile`` the network comes back through
+    :func:`napari_uspmie.inference.enhancer.compile_network`.
     """
-    from napari_uspmie.inference.enhancer import compile_network, generator_state, load_generator_weights
+    from napari_uspmie.inference.checkpoint import load_generator
+    from napari_uspmie.inference.enhancer import compile_network
 
     path = Path(ckpt_path)
     if not path.is_file():
         logger.warning("%s: no weights; the network keeps its initial values.", path)
         net = network_def
     else:
-        try:
-            state, _ = generator_state(torch.load(path, map_location="cpu", weights_only=True), path)
-            network_def.load_state_dict(state)
-            net = network_def
-        except (RuntimeError, ValueError, KeyError):
-            net, kwargs = load_generator_weights(path)
-            logger.info("%s: architecture %s differs from network_def; using the checkpoint's.", path, kwargs)
+        net, _ = load_generator(path)
     net = net.to(device).eval()
-    if not compile:
-        return net
-    return compile_network(net, bf16=bf16)
+    return compile_network(net, bf16=bf16) if compile else net
 
 
 def prepare_run(
@@ -160,13 +129,13 @@ def prepare_run(
     """Fail before any work when there is nothing to read, no usable weights or nowhere to write (exit status 2)."""
     try:
         if ckpt_path is not None:
-            from napari_uspmie.inference.enhancer import load_generator_weights
+            from napari_uspmie.inference.checkpoint import load_generator
 
             if not Path(ckpt_path).is_file():
                 raise CheckpointError(
                     f"{ckpt_path}: no trained weights. Train the model (configs/train.json) or pass --ckpt_path."
                 )
-            load_generator_weights(ckpt_path)
+            load_generator(ckpt_path)  # read once: load_network gets the same file from the loader's cache
         if dataset_dir is None:
             raise ImageReadError("no input: pass --dataset_dir with images, NIfTI files or DICOM series folders.")
         if not Path(dataset_dir).exists():

@@ -23,14 +23,22 @@ __all__ = ["add_arguments", "run", "structure_kept"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``enhance`` command's arguments."""
+    from napari_uspmie.cli.options import int_range
+
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, NIfTI, DICOM file or series folder")
     parser.add_argument("-o", "--output-dir", help="where to write (default: beside each input)")
     parser.add_argument("--bundle", help="MONAI bundle folder to use instead of the shipped one")
     parser.add_argument("--checkpoint", help="generator weights (model.pt or a training checkpoint)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu or cuda (default auto)")
-    parser.add_argument("--slice-axis", type=int, default=0, help="volumes: axis enhanced slice by slice (default 0)")
-    parser.add_argument("--tile-size", type=int, help="tile slices larger than this (default: the bundle's, 1024)")
-    parser.add_argument("--batch-size", type=int, help="slices or tiles per network call")
+    parser.add_argument(
+        "--slice-axis", type=int_range(0, 2), default=0, help="volumes: axis enhanced slice by slice, 0-2 (default 0)"
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int_range(16, None, multiple_of=4),
+        help="tile slices larger than this, a multiple of 4 (default: the bundle's, 1024)",
+    )
+    parser.add_argument("--batch-size", type=int_range(1), help="slices or tiles per network call")
     parser.add_argument(
         "--bf16", action="store_true", help="bfloat16 autocast: faster on CPUs with AMX, results differ slightly"
     )
@@ -55,13 +63,13 @@ def structure_kept(image: np.ndarray, enhanced: np.ndarray, channel_axis: int | 
     """
     import torch
 
-    from napari_uspmie.inference.enhancer import Enhancer
+    from napari_uspmie.inference.pipeline import colour_channels, to_slices
     from napari_uspmie.metric.lassim import lassim, min_size_for_level
 
     def batch(array: np.ndarray) -> torch.Tensor:
         """``(N, C, H, W)`` in the layout the enhancer ran on (slices first); alpha dropped."""
-        work, _ = Enhancer._layout(array, channel_axis, slice_axis)  # (N, H, W, C)
-        colour = 3 if work.shape[-1] >= 3 else 1
+        work, _ = to_slices(array, channel_axis, slice_axis)  # (N, H, W, C)
+        colour = colour_channels(work.shape[-1])
         return torch.from_numpy(np.ascontiguousarray(work[..., :colour].transpose(0, 3, 1, 2), dtype=np.float32))
 
     a, b = batch(image), batch(enhanced)
@@ -81,9 +89,8 @@ def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_si
     start = time.perf_counter()
     result = enhancer.enhance(image, channel_axis=channel_axis, slice_axis=slice_axis, batch_size=batch_size)
     seconds = time.perf_counter() - start
-    write_like(
-        result, meta, target, overwrite=overwrite
-    )  # staged: an output it replaces stays intact until the new one is complete
+    # staged: an output it replaces stays intact until the new one is complete
+    write_like(result, meta, target, overwrite=overwrite)
     score = structure_kept(image, result, channel_axis, slice_axis)
     return image.shape, seconds, score
 
@@ -99,18 +106,15 @@ def run(args: argparse.Namespace) -> int:
     from napari_uspmie.io.writers import check_output_dir
 
     sources = [Path(p) for p in args.inputs]
-    missing = [str(p) for p in sources if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"no such input: {', '.join(missing)}")
     if args.output_dir is not None:
         check_output_dir(args.output_dir)
     options = {"bf16": args.bf16, "compile": args.compile}
     if args.tile_size:
-        options["tile_size"] = max(16, args.tile_size // 4 * 4)
+        options["tile_size"] = args.tile_size
     enhancer = load_enhancer(args.bundle, args.checkpoint, args.device, **options)
     print(f"model: {enhancer!r}")
     failed = 0
-    for source in sources:
+    for source in sources:  # a missing or bad input is reported by name; the others still run
         target = _output_for(source, args.output_dir)
         try:
             shape, seconds, score = _enhance_one(
@@ -118,10 +122,12 @@ def run(args: argparse.Namespace) -> int:
             )
         except (ValueError, OSError) as e:  # the project's errors name the file and the problem
             failed += 1
-            print(f"error: {source}: {e}", file=sys.stderr)
+            message = str(e)
+            print(f"error: {message if str(source) in message else f'{source}: {message}'}", file=sys.stderr)
             continue
         kept = "n/a (too small)" if score is None else f"{score:.3f}"
         print(f"{source} -> {target}  ({'x'.join(map(str, shape))}, {seconds:.1f} s, LaSSIM(input, enhanced) {kept})")
     if failed:
-        print(f"{failed} of {len(sources)} inputs failed; the others were written.", file=sys.stderr)
+        rest = "nothing was written" if failed == len(sources) else "the others were written"
+        print(f"{failed} of {len(sources)} inputs failed; {rest}.", file=sys.stderr)
     return 1 if failed else 0

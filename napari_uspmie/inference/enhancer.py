@@ -11,18 +11,14 @@ Example::
     enhanced = enhancer.enhance(image)               # same shape, dtype and range
     write_like(enhanced, meta, "ct_series_enhanced")
 
-Weights: ``models/model.pt`` of the bundle (a generator state dict, or a dict holding it under
-``"model"``/``"generator_ab"``), a training checkpoint, or a TorchScript ``model.ts``. The
-architecture comes from the checkpoint's ``"network_def_kwargs"``, else from
-``model_config.json`` beside the weights, else from the shapes of the weights themselves, so
-checkpoints of any width or depth load without editing configs.
+Weights: ``models/model.pt`` of the bundle, a training checkpoint, or a TorchScript ``model.ts``,
+loaded by :func:`napari_uspmie.inference.checkpoint.load_generator` (the package's one loader).
+The steps around the network are those of :mod:`napari_uspmie.inference.pipeline`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,26 +28,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_uspmie.errors import CheckpointError, InvalidImageError
+from napari_uspmie.errors import CheckpointError
 from napari_uspmie.inference.channels import network_channels
+from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
-from napari_uspmie.inference.inferer import EnhancementInferer
+from napari_uspmie.inference.inferer import EnhancementInferer, mark_compiled
+from napari_uspmie.inference.pipeline import (
+    check_values,
+    colour_channels,
+    from_slices,
+    guess_channel_axis,
+    restore_values,
+    to_slices,
+)
 from napari_uspmie.inference.precision import cpu_has_fast_bf16
 from napari_uspmie.inference.winograd import to_winograd
-from napari_uspmie.io.intensity import IntensityMap
-from napari_uspmie.models.networks import ResnetGenerator
+from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
 
-__all__ = [
-    "Enhancer",
-    "compile_network",
-    "load_enhancer",
-    "pick_device",
-    "load_generator_weights",
-    "generator_state",
-    "infer_generator_kwargs",
-]
+__all__ = ["Enhancer", "compile_network", "load_enhancer", "pick_device", "bundle_settings"]
 
-_CKPT_KEYS = ("generator_ab", "model", "state_dict", "network", "net")
+#: bundle settings the enhancer takes from ``inference.json``: the id now -> the id it replaced
+_SETTINGS = {"tile_size": "roi_size", "overlap": None, "batch_size": "sw_batch_size", "percentiles": None}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -66,98 +63,30 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def infer_generator_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """``ResnetGenerator`` kwargs that fit a state dict (norm: ``batch`` if it has running stats, else instance)."""
-    try:
-        stem = state["model.1.weight"]
-        blocks = {int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
-        convs = [k for k in state if k.endswith(".weight") and state[k].ndim == 4]
-        last = max(convs, key=lambda k: int(k.split(".")[1]))
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"weights do not look like a ResNet generator (missing {e}).") from e
-    return {
-        "in_channels": int(stem.shape[1]),
-        "out_channels": int(state[last].shape[0]),
-        "ngf": int(stem.shape[0]),
-        "n_blocks": len(blocks),
-        "norm": "batch" if any(k.endswith("running_mean") for k in state) else "instance",
-    }
+def bundle_settings(bundle_dir: Path | None) -> dict[str, Any]:
+    """Tiling and intensity settings of a bundle's ``inference.json`` (plain values only).
 
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable JSON ({e}).") from e
-
-
-def generator_state(obj: Any, path: str | os.PathLike = "checkpoint") -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The generator's state dict inside a loaded checkpoint, and its ``network_def_kwargs`` if stored.
-
-    Accepts a bare state dict, ``{"model": sd}`` (MONAI Label), a training checkpoint
-    (``"generator_ab"``) and DistributedDataParallel's ``module.`` prefixes.
-    """
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a state dict or a checkpoint dict, got {type(obj).__name__}.")
-    state = obj
-    for key in _CKPT_KEYS:
-        if isinstance(obj.get(key), dict):
-            state = obj[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise CheckpointError(f"{path}: no weights found (keys: {sorted(obj)[:8]}).")
-    return state, obj.get("network_def_kwargs")
-
-
-def load_generator_weights(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the generator stored in ``path`` and load its weights (eval mode, on CPU).
-
-    Args:
-        path: a state dict / checkpoint ``.pt`` or a TorchScript file.
-
-    Returns:
-        ``(network, kwargs)``; ``kwargs`` is empty for TorchScript.
+    The ids are the enhancer's own names; a config still using a replaced id (``roi_size``,
+    ``sw_batch_size``) is read too.
 
     Raises:
-        CheckpointError: missing file, unreadable file, or weights that do not fit the architecture.
+        CheckpointError: the config exists but is not readable JSON.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as load_error:  # TorchScript archives refuse torch.load; try them as such
-        try:
-            net = torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception:
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint or TorchScript file ({load_error}).") from None
-        return net, {}
-    state, kwargs = generator_state(obj, path)
-    if kwargs is None:
-        kwargs = _read_json(path.parent / "model_config.json")
-    inferred = infer_generator_kwargs(state)
-    kwargs = dict(kwargs or inferred)
-    try:
-        net = ResnetGenerator(**kwargs)
-        net.load_state_dict(state)
-    except (TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit ResnetGenerator({kwargs}); the weights look like {inferred}. "
-            f"Fix model_config.json or the checkpoint's network_def_kwargs. ({str(e).splitlines()[0]})"
-        ) from e
-    return net.eval(), kwargs
+    import json
 
-
-def _bundle_defaults(bundle_dir: Path | None) -> dict[str, Any]:
-    """Tiling and intensity settings from the bundle's ``inference.json`` (plain values only)."""
-    cfg = _read_json(bundle_dir / "configs" / "inference.json") if bundle_dir else None
-    keys = {"roi_size": "tile_size", "overlap": "overlap", "sw_batch_size": "batch_size", "percentiles": "percentiles"}
+    path = bundle_dir / "configs" / "inference.json" if bundle_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e}).") from e
     out = {}
-    for src, dst in keys.items():
-        value = (cfg or {}).get(src)
-        if isinstance(value, (int, float, list)) and not isinstance(value, bool):
-            out[dst] = value
+    for name, old in _SETTINGS.items():
+        for key in (old, name):
+            value = config.get(key) if key else None
+            if isinstance(value, (int, float, list)) and not isinstance(value, bool):
+                out[name] = value
     return out
 
 
@@ -190,7 +119,7 @@ def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: b
         fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
     if fast_layers:
         network = to_depthwise_sum(to_winograd(network))
-    return torch.compile(network, dynamic=False, options={"freezing": True})
+    return mark_compiled(torch.compile(network, dynamic=False, options={"freezing": True}))
 
 
 class Enhancer:
@@ -204,17 +133,16 @@ class Enhancer:
         batch_size: slices or windows per network call.
         percentiles: intensity window for non-8-bit data.
         amp: float16 autocast on CUDA.
-        bf16: bfloat16 autocast on CPU and CUDA, for speed (opt-in). On CPUs with AMX the shipped
-            generator runs about 4x faster (compiled as well: up to 5x for the paper's); outputs
-            differ from float32 by a few thousandths of the [-1, 1] range on average (see
-            ``docs/benchmarks.md``). Without bf16 hardware it can be slower than float32.
-        kwargs: the architecture (informational).
+        bf16: bfloat16 autocast on CPU and CUDA, for speed (opt-in): outputs differ from float32
+            by a few thousandths of the [-1, 1] range; without bf16 hardware (AMX or AVX-512 BF16)
+            it can be slower than float32 (see ``docs/benchmarks.md``).
+        architecture: the ``ResnetGenerator`` arguments of ``network`` (informational).
         compile: run the network through ``torch.compile`` (Inductor, weights frozen into the
             graph; on CPU in float32 with Winograd 3x3 convolutions and a depthwise + sum output
-            layer, :func:`compile_network`).
-            Each new input shape compiles first (seconds to tens of seconds on a CPU), then runs
-            about 2x faster than eager (see ``docs/benchmarks.md``); results agree with eager
-            fp32 to about 5e-5. Off by default: a one-off enhancement would spend longer compiling.
+            layer, :func:`compile_network`). Each new input shape compiles first (seconds to tens
+            of seconds on a CPU), then runs faster than eager (see ``docs/benchmarks.md``);
+            results agree with eager fp32 to about 5e-5. Off by default: a one-off enhancement
+            would spend longer compiling.
     """
 
     def __init__(
@@ -224,10 +152,10 @@ class Enhancer:
         tile_size: int = 1024,
         overlap: float = 0.25,
         batch_size: int = 4,
-        percentiles: Sequence[float] = (0.5, 99.5),
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
         amp: bool = True,
         bf16: bool = False,
-        kwargs: dict[str, Any] | None = None,
+        architecture: dict[str, Any] | None = None,
         compile: bool = False,
     ) -> None:
         self.device = pick_device(device)
@@ -244,47 +172,19 @@ class Enhancer:
                 "slower than float32; leave bf16 off on this machine.",
                 stacklevel=2,
             )
-        self.kwargs = dict(kwargs or {})
+        self.architecture = dict(architecture or {})
         self.in_channels, self.out_channels = network_channels(network)
 
     def __repr__(self) -> str:
-        name = self.kwargs or type(self.network).__name__
+        name = self.architecture or type(self.network).__name__
         options = (", bf16" if self.bf16 else "") + (", compiled" if self.compile else "")
         return f"Enhancer({name}, device={self.device}, tile={self.tile_size}{options})"
-
-    @staticmethod
-    def _layout(array: np.ndarray, channel_axis: int | None, slice_axis: int) -> tuple[np.ndarray, tuple]:
-        """``(N, H, W, C)`` view of ``array`` (slices first, channels last) and what undoes it."""
-        if channel_axis is None and array.ndim in (3, 4) and array.shape[-1] in (3, 4):
-            channel_axis = array.ndim - 1
-        if channel_axis is not None:
-            channel_axis %= array.ndim
-            array = np.moveaxis(array, channel_axis, -1)
-        spatial = array.ndim - (channel_axis is not None)
-        if spatial not in (2, 3):
-            raise InvalidImageError(f"cannot enhance an array of shape {array.shape}: expected 2D, RGB(A) or 3D.")
-        if spatial == 3:
-            slice_axis %= 3
-            array = np.moveaxis(array, slice_axis, 0)
-        else:
-            array = array[None]
-        if channel_axis is None:
-            array = array[..., None]
-        return array, (spatial, channel_axis, slice_axis)
-
-    @staticmethod
-    def _unlayout(result: np.ndarray, undo: tuple) -> np.ndarray:
-        spatial, channel_axis, slice_axis = undo
-        if channel_axis is None:
-            result = result[..., 0]
-        result = np.moveaxis(result, 0, slice_axis) if spatial == 3 else result[0]
-        return result if channel_axis is None else np.moveaxis(result, -1, channel_axis)
 
     def enhance(
         self,
         array: np.ndarray,
         *,
-        channel_axis: int | None = None,
+        channel_axis: int | None | str = "auto",
         slice_axis: int = 0,
         tile_size: int | None = None,
         batch_size: int | None = None,
@@ -296,7 +196,9 @@ class Enhancer:
 
         Args:
             array: ``(H, W)``, ``(H, W, 3|4)``, ``(D, H, W)`` or a volume with a channel axis.
-            channel_axis: colour axis; ``None`` takes a last axis of length 3 or 4 as colour.
+            channel_axis: colour axis; ``None`` for grey images and volumes; ``"auto"`` takes a
+                last axis of length 3 or 4 as colour (pass the reader's ``meta["channel_axis"]``
+                for files, so a volume 3 or 4 voxels wide stays a volume).
             slice_axis: for volumes, the axis enhanced slice by slice (counted without the colour axis).
             tile_size: override of the tiling threshold / window (multiple of 4).
             batch_size: override of slices or windows per network call.
@@ -308,25 +210,20 @@ class Enhancer:
             The enhanced array: same shape, dtype and (with ``keep_range``) value range; alpha kept.
 
         Raises:
-            InvalidImageError: NaN/Inf values, bad shape or channel count.
+            InvalidImageError: NaN/Inf values, bad shape or channel count, or a network output
+                that is not finite.
             EnhancementCancelled: cancelled.
         """
-        array = np.asarray(array)
-        if array.dtype.kind not in "biuf" or array.size == 0:
-            raise InvalidImageError(f"cannot enhance an array of dtype {array.dtype} and shape {array.shape}.")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise InvalidImageError(f"image holds {bad} NaN/Inf values; replace them (e.g. with the background value).")
-        work, undo = self._layout(array, channel_axis, slice_axis)
-        c = work.shape[-1]
-        colour = {1: 1, 2: 1, 3: 3, 4: 3}.get(c)
-        if colour is None:
-            raise InvalidImageError(f"cannot enhance {c}-channel images; expected grey, RGB or RGBA.")
+        array = check_values(array)
+        if channel_axis == "auto":
+            channel_axis = guess_channel_axis(array)
+        work, layout = to_slices(array, channel_axis, slice_axis)
+        colour = colour_channels(work.shape[-1])
         image = work[..., :colour]
         mapping = IntensityMap.fit(image, self.percentiles)
         x = torch.from_numpy(np.ascontiguousarray(mapping.to_unit(image).transpose(0, 3, 1, 2)))
         inferer = EnhancementInferer(
-            roi_size=tile_size or self.tile_size,
+            tile_size=tile_size or self.tile_size,
             overlap=self.overlap,
             batch_size=batch_size or self.batch_size,
             device=self.device,
@@ -336,10 +233,7 @@ class Enhancer:
             cancel=cancel,
         )
         y = inferer(x, self._runner).numpy().transpose(0, 2, 3, 1)
-        result = np.empty_like(work)
-        result[..., :colour] = mapping.from_unit(y, image, keep_range)
-        result[..., colour:] = work[..., colour:]  # alpha unchanged
-        return self._unlayout(result, undo)
+        return from_slices(restore_values(y, work, mapping, keep_range, channel_axis=-1), layout)
 
 
 def load_enhancer(
@@ -377,6 +271,6 @@ def load_enhancer(
                 f"{models}: no trained weights (model.pt or model.ts). Train the model (see the bundle's "
                 "docs/README.md) or pass checkpoint=."
             )
-    network, kwargs = load_generator_weights(weights)
-    settings = {**_bundle_defaults(bundle), **options}
-    return Enhancer(network, device=device, kwargs=kwargs, **settings)
+    network, architecture = load_generator(weights)
+    settings = {**bundle_settings(bundle), **options}
+    return Enhancer(network, device=device, architecture=architecture, **settings)

@@ -7,7 +7,7 @@ model on grey is adapted by :class:`napari_uspmie.inference.channels.ChannelAdap
 
 - Slices are padded (reflect) to a multiple of 4 and at least 16 pixels, as the ResNet
   generator needs, then cropped back.
-- Slices up to ``roi_size`` go through the network whole, ``batch_size`` slices at a time (fewer if
+- Slices up to ``tile_size`` go through the network whole, ``batch_size`` slices at a time (fewer if
   that exceeds ``max_pixels`` per call; on a CPU, by default, fewer still so that the allocator
   reuses a call's activations and the cache holds them, see :func:`pixels_per_call`): this is
   what the paper does at test time (instance norm then sees the whole image).
@@ -39,7 +39,7 @@ from napari_uspmie.errors import EnhancementCancelled
 from napari_uspmie.inference.channels import ChannelAdapter, network_channels
 from napari_uspmie.inference.precision import autocast_for
 
-__all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call"]
+__all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call", "mark_compiled", "is_marked_compiled"]
 
 ProgressFn = Callable[[int, int], Any]
 
@@ -75,7 +75,8 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     convolution is found in the network: ``MAX_PIXELS``.
 
     Args:
-        network: the generator (compiled modules and :class:`ChannelAdapter` are looked through).
+        network: the generator (compiled modules and :class:`ChannelAdapter` are looked through;
+            networks compiled by ``compile_network`` get the compiled budget).
         device: where it runs.
 
     Returns:
@@ -87,9 +88,24 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     if channels is None:
         return MAX_PIXELS
     per_pixel = channels * torch.finfo(torch.float32).bits // 8
-    compiled = any(hasattr(module, "_orig_mod") for module in network.modules())  # torch.compile's wrapper
+    compiled = any(is_marked_compiled(module) for module in network.modules())
     budget = CPU_ACTIVATION_BYTES["compiled" if compiled else "eager"]
     return max(128 * 128, min(MAX_PIXELS, budget // per_pixel))
+
+
+#: attribute :func:`napari_uspmie.inference.enhancer.compile_network` sets on what it compiles
+COMPILED_MARK = "uspmie_compiled"
+
+
+def mark_compiled(module: nn.Module) -> nn.Module:
+    """Tag a compiled network so that :func:`pixels_per_call` gives it the compiled budget."""
+    setattr(module, COMPILED_MARK, True)
+    return module
+
+
+def is_marked_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` was tagged by :func:`mark_compiled` (torch's own wrapper has no public flag)."""
+    return vars(module).get(COMPILED_MARK, False) is True
 
 
 def pad_for_network(x: torch.Tensor, multiple: int = 4, min_size: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -120,7 +136,7 @@ class EnhancementInferer(Inferer):
     """Whole-slice or tiled inference of a 2D generator on 2D images and volumes.
 
     Args:
-        roi_size: largest slice side run whole; larger slices are tiled with this window.
+        tile_size: largest slice side run whole; larger slices are tiled with this window.
         overlap: fraction of overlap between windows.
         mode: window blending, ``"gaussian"`` or ``"constant"``.
         sigma_scale: Gaussian sigma as a fraction of the window.
@@ -137,7 +153,7 @@ class EnhancementInferer(Inferer):
 
     def __init__(
         self,
-        roi_size: int = 1024,
+        tile_size: int = 1024,
         overlap: float = 0.25,
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
@@ -150,11 +166,11 @@ class EnhancementInferer(Inferer):
         cancel: Any = None,
     ) -> None:
         super().__init__()
-        if roi_size < 16 or roi_size % 4:
-            raise ValueError(f"roi_size must be a multiple of 4 and at least 16, got {roi_size}.")
+        if tile_size < 16 or tile_size % 4:
+            raise ValueError(f"tile_size must be a multiple of 4 and at least 16, got {tile_size}.")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
-        self.roi_size = int(roi_size)
+        self.tile_size = int(tile_size)
         self.overlap = float(overlap)
         self.mode = mode
         self.sigma_scale = sigma_scale
@@ -170,9 +186,9 @@ class EnhancementInferer(Inferer):
         """Network calls' worth of progress units for an input of this shape (what ``progress`` counts to)."""
         n = math.prod(shape[:1] + tuple(shape[2:-2]))
         h, w = (max(16, math.ceil(s / 4) * 4) for s in shape[-2:])
-        if h <= self.roi_size and w <= self.roi_size:
+        if h <= self.tile_size and w <= self.tile_size:
             return n
-        rh, rw = min(self.roi_size, h), min(self.roi_size, w)
+        rh, rw = min(self.tile_size, h), min(self.tile_size, w)
         return n * _windows(h, rh, self.overlap) * _windows(w, rw, self.overlap)
 
     def _batch(self, pixels: int, limit: int | None = None) -> int:
@@ -219,7 +235,7 @@ class EnhancementInferer(Inferer):
         total, done = self.steps(shape), 0
         out: torch.Tensor | None = None
         self._check(done, total)
-        if hp <= self.roi_size and wp <= self.roi_size:
+        if hp <= self.tile_size and wp <= self.tile_size:
             batch = self._batch(hp * wp, limit)
             for start in range(0, xp.shape[0], batch):
                 y = self._forward(net, xp[start : start + batch], device).to(x.device)
@@ -228,7 +244,7 @@ class EnhancementInferer(Inferer):
                 done += y.shape[0]
                 self._check(done, total)
         else:
-            roi = (min(self.roi_size, hp), min(self.roi_size, wp))
+            roi = (min(self.tile_size, hp), min(self.tile_size, wp))
             counter = {"done": done}
 
             def predictor(window: torch.Tensor) -> torch.Tensor:

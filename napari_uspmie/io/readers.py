@@ -38,7 +38,15 @@ from napari_uspmie.errors import ImageReadError
 from napari_uspmie.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
 from napari_uspmie.io.limits import check_declared_size, check_openable
 
-__all__ = ["read_image", "detect_format", "IMAGE_SUFFIXES", "is_image_path", "nifti_volume_shape", "tiff_resolution"]
+__all__ = [
+    "REVERSE_AXES",
+    "read_image",
+    "detect_format",
+    "IMAGE_SUFFIXES",
+    "is_image_path",
+    "nifti_volume_shape",
+    "tiff_resolution",
+]
 
 #: suffix -> format for files; folders are DICOM series.
 IMAGE_SUFFIXES = {
@@ -55,8 +63,9 @@ IMAGE_SUFFIXES = {
     ".ima": "dicom",
 }
 
-# flips (i, j, k) <-> (k, j, i); its own inverse
-_REVERSE3 = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+#: affine factor reversing the order of three array axes, ``(i, j, k) <-> (k, j, i)``: NIfTI's and
+#: MONAI's index order against the package's slices-first order; its own inverse
+REVERSE_AXES = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 
 
 def _suffix(path: Path) -> str:
@@ -194,7 +203,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         raise ImageReadError(
             f"{path}: complex voxels ({data.dtype}); enhance the magnitude image instead (e.g. abs() of the data)."
         )
-    affine = img.affine @ _REVERSE3
+    affine = img.affine @ REVERSE_AXES
     return np.ascontiguousarray(data.transpose(2, 1, 0)), {
         "format": "nifti",
         "affine": affine,

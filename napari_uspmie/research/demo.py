@@ -152,7 +152,7 @@ def run_demo(
         "description": SUBJECTS[subject][2],
         "input": str(degraded_path),
         "output": str(enhanced_path),
-        "lassim_level": LEVEL,
+        "level": LEVEL,
         "slices": len(slices),
         "metrics": {name: {key: float(np.nanmean([r[key] for r in rs])) for key in rs[0]} for name, rs in rows.items()},
         "ssim_improved_fraction": float(

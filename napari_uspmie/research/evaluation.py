@@ -29,44 +29,15 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.metric.lassim import lassim, ssim_map
-from napari_uspmie.models.networks import ResnetGenerator
 from napari_uspmie.research.mri_dataset import MIN_FOREGROUND, get_slice
 from napari_uspmie.research.niqe import NIQEModel, load_gray
 
-__all__ = ["LEVEL", "load_generator", "enhance_slice", "slice_metrics", "evaluate", "format_markdown", "main"]
+__all__ = ["LEVEL", "enhance_slice", "slice_metrics", "evaluate", "format_markdown", "main"]
 
 LEVEL = 2
-DEFAULT_KWARGS = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
 METRICS = ("ssim", "psnr", "lassim_in_out", "lassim_out_clean", "niqe")
-
-
-def load_generator(path: str | Path) -> torch.nn.Module:
-    """Load an A->B generator from a state-dict file or from a training checkpoint.
-
-    A plain state dict takes its architecture from ``model_config.json`` beside it (else the
-    shipped default); a checkpoint dict uses its ``"generator_ab"`` weights and
-    ``"network_def_kwargs"``.
-
-    Raises:
-        ValueError: the file holds no generator weights.
-    """
-    path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    kwargs = dict(DEFAULT_KWARGS)
-    config = path.with_name("model_config.json")
-    if "generator_ab" in state:
-        kwargs.update(state.get("network_def_kwargs") or {})
-        state = state["generator_ab"]
-    elif config.exists():
-        kwargs.update(json.loads(config.read_text()))
-    elif "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not any(k.endswith("weight") for k in state):
-        raise ValueError(f"{path}: no generator weights found (expected a state dict or a 'generator_ab' entry).")
-    net = ResnetGenerator(**kwargs)
-    net.load_state_dict(state)
-    return net.eval()
 
 
 @torch.no_grad()
@@ -217,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not path:
             parser.error(f"--model expects NAME=PATH, got {spec!r}")
-        gens[name] = load_generator(path)
+        gens[name] = load_generator(path)[0]
     result = evaluate(args.dataset_dir, gens, every=args.every)
     table = format_markdown(summarize(result), result["level"])
     print(table)

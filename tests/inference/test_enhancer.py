@@ -17,8 +17,9 @@ from torch import nn
 from napari_uspmie import lassim, load_enhancer
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
 from napari_uspmie.inference.channels import ChannelAdapter
+from napari_uspmie.inference.checkpoint import infer_architecture
 from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
-from napari_uspmie.inference.enhancer import Enhancer, infer_generator_kwargs, pick_device
+from napari_uspmie.inference.enhancer import Enhancer, compile_network, pick_device
 from napari_uspmie.inference.inferer import MAX_PIXELS, EnhancementInferer, pixels_per_call
 from napari_uspmie.inference.precision import autocast_for, cpu_bf16_flags
 from napari_uspmie.inference.winograd import WinogradConv2d
@@ -118,8 +119,8 @@ def test_tiled_equals_whole_for_local_model():
     torch.manual_seed(0)
     net = ResnetGenerator(1, 1, ngf=8, n_blocks=1, norm="none", init_gain=0.1)
     x = torch.from_numpy(data.camera()[:200, :232].astype(np.float32) / 127.5 - 1)[None, None]
-    whole = EnhancementInferer(roi_size=256)(x, net.eval())
-    tiled = EnhancementInferer(roi_size=96, overlap=0.5)(x, net)
+    whole = EnhancementInferer(tile_size=256)(x, net.eval())
+    tiled = EnhancementInferer(tile_size=96, overlap=0.5)(x, net)
     assert tiled.shape == whole.shape
     diff = (tiled - whole).abs()
     # windows differ only near their borders, which the Gaussian weights play down (MONAI floors the
@@ -132,7 +133,7 @@ def test_tiling_progress_and_cancel(tiny):
     image = data.camera()[:200, :200]
     calls = []
     tiny.enhance(image, tile_size=64, progress=lambda done, total: calls.append((done, total)))
-    total = EnhancementInferer(roi_size=64).steps((1, 1, 200, 200))
+    total = EnhancementInferer(tile_size=64).steps((1, 1, 200, 200))
     assert total > 4 and calls[0] == (0, total) and calls[-1][0] == total
     assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:], strict=False))
 
@@ -146,7 +147,7 @@ def test_tiling_progress_and_cancel(tiny):
 
 def test_pixels_per_call_are_bounded():
     """Large slices or windows shrink the batch (down to one), so memory does not grow with batch_size."""
-    inferer = EnhancementInferer(roi_size=1024, batch_size=8, max_pixels=2**21)
+    inferer = EnhancementInferer(tile_size=1024, batch_size=8, max_pixels=2**21)
     assert inferer._batch(256 * 256) == 8 and inferer._batch(1024 * 1024) == 2 and inferer._batch(4096**2) == 1
 
 
@@ -157,7 +158,7 @@ def test_cpu_calls_are_cache_sized_from_the_first_convolution():
     assert pixels_per_call(shipped, "cpu") == 2**17 and pixels_per_call(paper, "cpu") == 2**15
     assert pixels_per_call(ChannelAdapter(paper, 1), "cpu") == 2**15
     assert pixels_per_call(torch.jit.trace(paper.eval(), torch.rand(1, 3, 32, 32)), "cpu") == 2**15
-    compiled = torch.compile(paper)  # compiles only when called
+    compiled = compile_network(paper, fast_layers=False)  # compiles only when called
     assert pixels_per_call(compiled, "cpu") == 2**16 and pixels_per_call(ChannelAdapter(compiled, 1), "cpu") == 2**16
     assert pixels_per_call(paper, "cuda") == MAX_PIXELS
     assert pixels_per_call(Identity(), "cpu") == MAX_PIXELS
@@ -233,8 +234,8 @@ def test_percentiles_from_histogram_equal_numpy(dtype):
 def test_load_enhancer_checkpoint_layouts(tmp_path):
     bundle = random_bundle(tmp_path / "bundle", TINY)
     enh = load_enhancer(bundle, device="cpu")
-    assert enh.kwargs == TINY and enh.device == torch.device("cpu")
-    assert enh.tile_size == json.loads((bundle / "configs" / "inference.json").read_text())["roi_size"]
+    assert enh.architecture == TINY and enh.device == torch.device("cpu")
+    assert enh.tile_size == json.loads((bundle / "configs" / "inference.json").read_text())["tile_size"]
     reference = enh.enhance(data.camera()[:64, :64])
 
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
@@ -244,10 +245,10 @@ def test_load_enhancer_checkpoint_layouts(tmp_path):
     torch.save({"model": state}, tmp_path / "monailabel.pt")
     (tmp_path / "bare").mkdir()
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "bare" / "model.pt")  # DDP, no config
-    assert load_enhancer(checkpoint=tmp_path / "checkpoint_epoch=3.pt").kwargs == wide
+    assert load_enhancer(checkpoint=tmp_path / "checkpoint_epoch=3.pt").architecture == wide
     np.testing.assert_array_equal(load_enhancer(checkpoint=tmp_path / "monailabel.pt").enhance(data.camera()[:64, :64]),
                                   reference)  # fmt: skip
-    assert load_enhancer(checkpoint=tmp_path / "bare").kwargs == infer_generator_kwargs(state) == TINY
+    assert load_enhancer(checkpoint=tmp_path / "bare").architecture == infer_architecture(state) == TINY
 
     (tmp_path / "bare" / "model_config.json").write_text(json.dumps(wide))
     with pytest.raises(CheckpointError, match="do not fit.*'ngf': 8"):

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from napari_uspmie.models.networks import PatchDiscriminator, ResnetGenerator, VGG19Features, make_norm
+from tests.io_factories import SHIPPED
 
 
 def n_params(net: nn.Module) -> int:
@@ -34,7 +35,7 @@ def test_generator_keeps_size_and_range(channels, size):
 
 
 def test_compact_shipped_architecture():
-    g = ResnetGenerator(in_channels=1, out_channels=1, ngf=16, n_blocks=6, norm="instance")
+    g = ResnetGenerator(**SHIPPED)
     with torch.no_grad():
         assert g(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 128, 128)
     assert n_params(g) < 1_000_000  # a few MB as a float32 state dict

@@ -10,6 +10,7 @@ import torch
 from skimage import data, transform
 
 from napari_uspmie.models.networks import ResnetGenerator
+from tests.io_factories import SHIPPED
 from tests.plugin.napari_helpers import notification_messages
 
 pytestmark = pytest.mark.gui
@@ -161,8 +162,7 @@ def test_enhance_rgb_and_3d(make_napari_viewer, qtbot, tiny_checkpoint):
 
 
 def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tmp_path, notifications):
-    shipped = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
-    checkpoint = save_checkpoint(tmp_path / "model.pt", shipped)
+    checkpoint = save_checkpoint(tmp_path / "model.pt", SHIPPED)
     viewer = make_napari_viewer()
     volume = np.random.default_rng(1).random((48, 192, 192)).astype(np.float32)
     source = viewer.add_image(volume, name="big")

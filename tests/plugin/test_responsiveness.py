@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from napari_uspmie.models.networks import ResnetGenerator
+from tests.io_factories import SHIPPED
 
 pytestmark = pytest.mark.gui
 
-SHIPPED = {"in_channels": 1, "out_channels": 1, "ngf": 16, "n_blocks": 6, "norm": "instance"}
 MAX_GAP_S = 0.2
 #: (slices, rows, columns) of the first measured run (doubled in slices until a run lasts 1 s);
 #: override to measure bigger volumes

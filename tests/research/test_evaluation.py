@@ -17,7 +17,6 @@ from napari_uspmie.research.evaluation import (
     enhance_slice,
     evaluate,
     format_markdown,
-    load_generator,
     main,
     slice_metrics,
     summarize,
@@ -33,24 +32,6 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("mri_eval")
     build_mri_dataset(root, seed=0, orientations=("axial",), volumes=("nibabel_anatomical",))
     return root
-
-
-def test_load_generator_from_state_dict_and_checkpoint(tmp_path):
-    net = ResnetGenerator(**TINY)
-    torch.save(net.state_dict(), tmp_path / "model.pt")
-    (tmp_path / "model_config.json").write_text(json.dumps(TINY))
-    x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
-        ref = net.eval()(x)
-        torch.testing.assert_close(load_generator(tmp_path / "model.pt")(x), ref)
-    ckpt = tmp_path / "ckpt" / "checkpoint_epoch=1.pt"
-    ckpt.parent.mkdir()
-    torch.save({"generator_ab": net.state_dict(), "network_def_kwargs": TINY, "epoch": 1}, ckpt)
-    with torch.no_grad():
-        torch.testing.assert_close(load_generator(ckpt)(x), ref)
-    torch.save({"epoch": 3}, tmp_path / "junk.pt")
-    with pytest.raises(ValueError, match="no generator weights"):
-        load_generator(tmp_path / "junk.pt")
 
 
 def test_enhance_slice_keeps_odd_sizes_and_range():
