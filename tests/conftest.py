@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -26,3 +31,42 @@ def notifications():
     notification_manager.notification_ready.connect(seen.append)
     yield seen
     notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture
+def config_workflow() -> Callable[..., Any]:
+    """Factory of MONAI ``ConfigWorkflow`` objects: what ``python -m monai.bundle run`` drives.
+
+    ``config_workflow(config_file, workflow_type="train", initialize=True, **overrides)``:
+    ``config_file`` is one config path or a list of them merged in order (later ones override),
+    ``overrides`` are the command line's ``--id value`` pairs. The workflow comes back
+    initialised (its ``initialize`` expressions have run) unless ``initialize=False``, which
+    leaves it parsed only.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    def build(
+        config_file: str | os.PathLike | Sequence[str | os.PathLike],
+        workflow_type: str = "train",
+        initialize: bool = True,
+        **overrides: Any,
+    ) -> ConfigWorkflow:
+        if isinstance(config_file, (str, os.PathLike)):
+            files: str | list[str] = os.fspath(config_file)
+        else:
+            files = [os.fspath(f) for f in config_file]
+        workflow = ConfigWorkflow(config_file=files, workflow_type=workflow_type, **overrides)
+        if initialize:
+            workflow.initialize()
+        return workflow
+
+    return build
+
+
+@pytest.fixture
+def shipped_architecture() -> dict[str, Any]:
+    """``ResnetGenerator`` keyword arguments of the shipped model, read from the bundle's
+    ``models/model_config.json`` (tests take the architecture from there, never from a copy)."""
+    from napari_uspmie.bundle.location import bundle_path
+
+    return json.loads((bundle_path() / "models" / "model_config.json").read_text())

@@ -1,4 +1,5 @@
-"""Small real unpaired datasets and a VGG19-format weights file for the training tests."""
+"""Small real unpaired datasets, a VGG19-format weights file and the offline environment of the
+training tests."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from napari_uspmie.models.networks import VGG19Features
 
 ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
+REPO = Path(__file__).resolve().parents[1]
+#: the repository's bundle configs (the README's commands run them from ``REPO``)
+CONFIGS = REPO / "monai_bundle" / "configs"
 
 
 def camera_crops(n: int = 3, size: int = 96) -> list[np.ndarray]:
@@ -66,3 +70,16 @@ def tiny_overrides() -> list[str]:
         "--load_size", "[64,64]", "--patch_size", "64", "--num_workers", "0",
         "--val_interval", "1", "--num_val_samples", "2", "--log_interval", "1", "--pool_size", "3",
     ]  # fmt: skip
+
+
+def offline_env(tmp_path: str | os.PathLike) -> dict[str, str]:
+    """Environment of a training command: one thread per process, an empty torch hub cache under
+    ``tmp_path`` and a VGG19 download address that can never answer."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",  # two shared cores: one thread per process is fastest and steady
+        TORCH_HOME=str(Path(tmp_path) / "torch_home"),
+        # A closed local port: nothing can ever be downloaded by these tests.
+        NAPARI_USPMIE_VGG19_URL="http://127.0.0.1:9/vgg19-dcbb9e9d.pth",
+    )
+    return env

@@ -28,6 +28,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from napari_uspmie.bundle.transforms import reverse_spatial
+from napari_uspmie.io.atomic import staged_output
+from napari_uspmie.io.heatmap import heatmap_rgb
 from napari_uspmie.metric.lassim import lassim_map, min_size_for_level
 from napari_uspmie.metric.monai_metric import LaSSIMHandler
 
@@ -95,13 +97,12 @@ class CaseLaSSIMHandler(LaSSIMHandler):
 
 
 def save_heatmap(score_map: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a LaSSIM map (values in [-1, 1], 1 = unchanged) as a colour PNG (magma, 0..1)."""
-    from matplotlib import colormaps
+    """Write a LaSSIM map (1 = unchanged) as a colour PNG in the package's one heatmap colour map."""
     from PIL import Image
 
-    rgb = colormaps["magma"](np.clip(score_map, 0.0, 1.0))[..., :3]
     path = Path(path)
-    Image.fromarray((rgb * 255).round().astype(np.uint8)).save(path)
+    with staged_output(path, overwrite=True) as tmp:  # the report folder's own file, rewritten per run
+        Image.fromarray(heatmap_rgb(score_map)).save(tmp, format="PNG")
     return path
 
 

@@ -1,8 +1,8 @@
-"""Gaussian and Laplacian pyramids that reproduce OpenCV's ``pyrDown``/``pyrUp``.
+"""Gaussian and Laplacian pyramids that reproduce OpenCV's ``pyrDown``/``pyrUp``: the reference path.
 
-One implementation serves the LaSSIM metric, its heatmap and the Laplacian
-perceptual loss. Works on 2D ``(B, C, H, W)`` and 3D ``(B, C, D, H, W)`` tensors,
-is differentiable, and keeps the input's device and floating dtype.
+One implementation serves the LaSSIM metric, its heatmap and the Laplacian perceptual loss.
+Works on 2D ``(B, C, H, W)`` and 3D ``(B, C, D, H, W)`` tensors, is differentiable, and keeps
+the input's device and floating dtype. float64 results equal OpenCV's to 1e-12.
 
 OpenCV conventions reproduced exactly:
 
@@ -15,10 +15,8 @@ OpenCV conventions reproduced exactly:
   zero-inserted image with reflect-101 would differ in the last sample).
 
 Both filters are separable and run one axis at a time on shifted views of the data
-(polyphase form), which computes only the samples that are kept. Large 2D float32 CPU
-images without gradients take ``pyrDown`` as depthwise convolutions instead
-(:mod:`napari_uspmie.metric.pyramid_filters`; the same arithmetic, one pass per axis, float32
-rounding apart).
+(polyphase form), which computes only the samples that are kept. The metric's one fast path
+(:mod:`napari_uspmie.metric.pyramid_filters`) computes the same ``pyrDown`` another way.
 """
 
 from __future__ import annotations
@@ -26,19 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.metric.pyramid_filters import (
-    BINOMIAL_TAPS,
-    conv_passes_apply,
-    down_columns,
-    down_rows,
-    mix_channels,
-    reflect_101,
-)
-
 __all__ = [
     "BINOMIAL_TAPS",
     "pyr_down",
-    "gaussian_level",
     "pyr_up",
     "gaussian_pyramid",
     "laplacian_pyramid",
@@ -46,13 +34,9 @@ __all__ = [
     "pyramid_sizes",
 ]
 
+#: ``pyrDown``'s separable kernel, to be divided by 16 per axis (exact in binary).
+BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 _PAD = len(BINOMIAL_TAPS) // 2
-#: Elements from which ``pyr_down`` without gradients skips the padded copy (below, the few extra
-#: small operations for the borders cost more than the copy they save).
-NO_PAD_MIN_ELEMENTS = 1 << 17
-#: Elements from which a float32 CPU ``pyr_down`` without gradients runs as depthwise convolutions
-#: (:mod:`napari_uspmie.metric.pyramid_filters`); below, the shifted-view sums cost less than the calls.
-CONV_MIN_ELEMENTS = 1 << 18
 
 
 def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Tensor:
@@ -64,61 +48,15 @@ def _every_second(x: torch.Tensor, dim: int, start: int, count: int) -> torch.Te
 def _down_axis(p: torch.Tensor, dim: int) -> torch.Tensor:
     """Unnormalised binomial filter ``[1, 4, 6, 4, 1]`` and decimation along ``dim`` of an axis padded by 2.
 
-    Shifted strided views and fused in-place sums replace a strided convolution: the same
-    arithmetic, several times faster on CPU (float64 and single-channel convolutions have no
-    fast kernels there). Only the kept samples are computed. The ``1/16`` per axis is left to
-    the caller, which applies it once for all axes (a power of two: exactly the same result).
+    Shifted strided views and fused sums replace a strided convolution: the same arithmetic,
+    with fast kernels in every dtype (float64 and single-channel convolutions have none on a
+    CPU). Only the kept samples are computed. The ``1/16`` per axis is left to the caller,
+    which applies it once for all axes (a power of two: exactly the same result).
     """
-    out_size = (p.shape[dim] - 2 * _PAD + 1) // 2
-    return _binomial_sum([_every_second(p, dim, k, out_size) for k in range(len(BINOMIAL_TAPS))])
-
-
-def _edge_outputs(n: int, inner: int) -> list[int]:
-    """Outputs of a decimated axis of length ``n`` whose taps cross a border: 0 and those after ``inner``."""
-    return [0, *range(inner + 1, (n + 1) // 2)]
-
-
-def _edge_index(outputs: list[int], n: int, device: torch.device) -> torch.Tensor:
-    """Input samples (reflected) of the five taps of each output, output by output."""
-    taps = len(BINOMIAL_TAPS)
-    return torch.tensor([reflect_101(2 * i - _PAD + k, n) for i in outputs for k in range(taps)], device=device)
-
-
-def _binomial_sum(tap: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``t0 + t4 + 4 t1 + 4 t3 + 6 t2``, summed in this order into a fresh tensor (so the in-place
-    additions are autograd-safe and every path gives bit-identical results)."""
+    n = (p.shape[dim] - 2 * _PAD + 1) // 2
+    tap = [_every_second(p, dim, k, n) for k in range(len(BINOMIAL_TAPS))]
+    # Summed into a fresh tensor, so the in-place additions are autograd-safe.
     return torch.add(tap[0], tap[4]).add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
-
-
-def _down_axis_unpadded(x: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`_down_axis` of ``x`` padded by reflection along ``dim``, without making the padded copy.
-
-    The interior outputs read shifted strided views of ``x`` itself; only the one or two outputs at
-    each end, whose taps cross the border, gather their reflected samples. The sums run in the
-    same order as in :func:`_down_axis`, so the results are bit-identical. Writes into ``out``
-    (or a new tensor): no gradients.
-    """
-    n = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = (n + 1) // 2
-    if out is None:
-        out = x.new_empty(shape)
-    elif list(out.shape) != shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(shape)}.")
-    inner = max(0, (n - 3) // 2)  # outputs 1..inner read samples 0..2 * inner + 2 <= n - 1
-    if inner:
-        tap = [_every_second(x, dim, k, inner) for k in range(len(BINOMIAL_TAPS))]
-        o = out.narrow(dim, 1, inner)
-        torch.add(tap[0], tap[4], out=o)
-        o.add_(tap[1], alpha=4.0).add_(tap[3], alpha=4.0).add_(tap[2], alpha=6.0)
-    ends = _edge_outputs(n, inner)
-    split = list(x.shape)
-    split[dim : dim + 1] = [len(ends), len(BINOMIAL_TAPS)]
-    edge = _binomial_sum(x.index_select(dim, _edge_index(ends, n, x.device)).view(split).unbind(dim + 1))
-    out.narrow(dim, 0, 1).copy_(edge.narrow(dim, 0, 1))
-    if len(ends) > 1:
-        out.narrow(dim, inner + 1, len(ends) - 1).copy_(edge.narrow(dim, 1, len(ends) - 1))
-    return out
 
 
 def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -139,75 +77,22 @@ def _up_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return out if size == 2 * n else out.narrow(dim, 0, size)
 
 
-def pyr_down(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def pyr_down(x: torch.Tensor) -> torch.Tensor:
     """Blur and halve every spatial axis, like ``cv2.pyrDown``.
 
     Args:
         x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating tensor, every spatial size >= 3.
-        out: tensor of the result's shape to write into (no gradients are recorded then).
 
     Returns:
-        Tensor with spatial sizes ``ceil(n / 2)`` (``out`` when given). float64 results equal
-        OpenCV's to 1e-12; float32 ones to its rounding (about 1e-7 of the range).
-
-    Raises:
-        ValueError: ``out`` has the wrong shape, or is given while ``x`` needs gradients.
+        Tensor with spatial sizes ``ceil(n / 2)``.
     """
     nd = x.ndim - 2
-    needs_grad = torch.is_grad_enabled() and x.requires_grad
-    if out is not None and needs_grad:
-        raise ValueError("pyr_down(out=...) records no gradients; call it without out.")
-    if x.numel() >= CONV_MIN_ELEMENTS and conv_passes_apply(x):
-        y = down_columns(down_rows(x))
-        if out is None:
-            return y
-        if out.shape != y.shape:
-            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(y.shape)}.")
-        return out.copy_(y)
-    if out is not None or (x.numel() >= NO_PAD_MIN_ELEMENTS and not needs_grad):
-        # Large inputs without gradients (the metric): the padded copy costs as much as a filter pass.
-        last = x.ndim - 1
-        for dim in range(2, x.ndim):
-            x = _down_axis_unpadded(x, dim, out if dim == last else None)
-        return x.mul_(16.0**-nd)
     # torch's "reflect" is BORDER_REFLECT_101; padding every axis first equals padding each before its pass.
     x = F.pad(x, (_PAD,) * (2 * nd), mode="reflect")
     for dim in range(2, x.ndim):
         x = _down_axis(x, dim)
     # One pass for the normalisation of every axis; 16 ** -nd is a power of two, so no rounding differs.
     return x.mul_(16.0**-nd)
-
-
-def gaussian_level(x: torch.Tensor, depth: int, channel_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Gaussian level ``depth`` of ``x``, or of the weighted sum of its channels.
-
-    On a CPU in float32 without gradients the rows of every level are filtered first, the first
-    pass summing the channels, and the columns last (:mod:`napari_uspmie.metric.pyramid_filters`): the
-    image is read once, and the slower column passes run on images ``2 ** depth`` times shorter.
-    The passes are linear maps of different axes, so the order does not change the result
-    beyond rounding. Elsewhere: the channel sum, then :func:`pyr_down` ``depth`` times.
-
-    Args:
-        x: ``(B, C, *spatial)`` floating tensor.
-        depth: number of halvings, ``>= 0``.
-        channel_weights: ``(C,)`` weights; ``None`` keeps the channels.
-
-    Returns:
-        ``(B, C or 1, *spatial / 2 ** depth)`` (sizes rounded up at every halving).
-    """
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}.")
-    if depth == 0 or not conv_passes_apply(x):
-        y = x if channel_weights is None else mix_channels(x, channel_weights.to(x))
-        for _ in range(depth):
-            y = pyr_down(y)
-        return y
-    y = down_rows(x, channel_weights)
-    for _ in range(depth - 1):
-        y = down_rows(y)
-    for _ in range(depth):
-        y = down_columns(y)
-    return y
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -219,6 +104,9 @@ def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
 
     Returns:
         Tensor of shape ``(B, C, *size)``.
+
+    Raises:
+        ValueError: ``size`` is not a ``pyrUp`` size of ``x``'s spatial size.
     """
     size = tuple(int(s) for s in size)
     spatial = tuple(x.shape[2:])
@@ -269,6 +157,9 @@ def laplacian_residual(x: torch.Tensor, level: int = 3, max_level: int = 5) -> t
 
     Returns:
         ``G_level - pyr_up(G_level+1)`` (or ``G_max`` itself), at ``1 / 2**level`` resolution.
+
+    Raises:
+        ValueError: ``level`` outside ``[0, max_level]``.
     """
     if not 0 <= level <= max_level:
         raise ValueError(f"level must be in [0, max_level={max_level}], got {level}.")

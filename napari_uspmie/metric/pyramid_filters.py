@@ -1,8 +1,8 @@
-"""pyrDown's filter-and-decimate passes as depthwise convolutions: the CPU float32 fast path.
+"""The fast path's pyrDown: filter-and-decimate passes as depthwise convolutions (2D, float32, CPU).
 
-The shifted-view sums of :mod:`napari_uspmie.metric.pyramid` make one pass over memory per filter
-tap. A depthwise convolution makes one pass for all five taps and vectorises across the
-image, so on a CPU (oneDNN) in float32 it is several times faster:
+The shifted-view sums of the reference path (:mod:`napari_uspmie.metric.pyramid`) make one pass
+over memory per filter tap. A depthwise convolution makes one pass for all five taps and
+vectorises across the image (oneDNN):
 
 * rows (``dim=2``, the outer axis): the image is viewed, without a copy, as a channels-last
   tensor whose channels are its columns; a ``(5, 1)`` stride-2 depthwise kernel then filters
@@ -14,8 +14,10 @@ image, so on a CPU (oneDNN) in float32 it is several times faster:
 
 The convolutions pad with zeros; the first and last outputs of each pass, whose taps reach
 past the border, then get the taps ``BORDER_REFLECT_101`` puts there. The kernel is
-``[1, 4, 6, 4, 1] / 16`` (exact in binary), so results differ from the shifted-view sums only
-by float32 rounding (about 1e-7 of the image's range).
+``[1, 4, 6, 4, 1] / 16`` (exact in binary), so results differ from the reference path only by
+float32 rounding (about 1e-7 of the image's range). Every function here expects what
+:func:`napari_uspmie.metric.bands.fast_path_applies` checks: a ``(B, C, H, W)`` float32 CPU
+tensor without gradients, every side at least 3.
 """
 
 from __future__ import annotations
@@ -25,42 +27,11 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BINOMIAL_TAPS", "reflect_101", "mix_channels", "conv_passes_apply", "down_rows", "down_columns"]
+from napari_uspmie.metric.pyramid import BINOMIAL_TAPS
 
-BINOMIAL_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
+__all__ = ["down_rows", "down_columns", "gaussian_level"]
+
 _PAD = len(BINOMIAL_TAPS) // 2
-
-
-def reflect_101(i: int, n: int) -> int:
-    """Index ``i`` of an axis of length ``n`` extended by ``BORDER_REFLECT_101`` (one reflection)."""
-    i = -i if i < 0 else i
-    return 2 * (n - 1) - i if i >= n else i
-
-
-def mix_channels(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B, C, ...)`` to ``(B, 1, ...)``: the sum of the channels weighted by ``weights`` ``(C,)``.
-
-    ``out``: a contiguous tensor of ``B * prod(spatial)`` elements to write into (no gradients then).
-    """
-    # A (C,) @ (B, C, N) product reads the image once: several times faster than a tensordot.
-    shape = (x.shape[0], 1, *x.shape[2:])
-    if out is None:
-        return torch.matmul(weights, x.flatten(2)).reshape(shape)
-    torch.matmul(weights, x.flatten(2), out=out.view(x.shape[0], -1))
-    return out.view(shape)
-
-
-def conv_passes_apply(x: torch.Tensor) -> bool:
-    """Whether :func:`down_rows` / :func:`down_columns` serve ``x``: a 2D float32 CPU batch without gradients."""
-    return (
-        x.ndim == 4
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled  # without oneDNN, depthwise convolutions are slow
-        and not (torch.is_grad_enabled() and x.requires_grad)
-        and min(x.shape[2:]) >= 3
-    )
 
 
 @lru_cache(maxsize=64)
@@ -83,15 +54,18 @@ def _kernel(kind: str, groups: int, channel_weights: tuple[float, ...] = ()) -> 
 def _reflected_taps(n: int) -> tuple[tuple[int, int, float], ...]:
     """``(output, sample, weight)`` of every tap of a decimated axis of length ``n`` that falls outside it.
 
-    A zero-padded pass leaves those taps out; ``BORDER_REFLECT_101`` puts sample ``sample`` there.
-    Only output 0 and the outputs after ``(n - 3) // 2`` have such taps.
+    A zero-padded pass leaves those taps out; ``BORDER_REFLECT_101`` puts sample ``sample`` there
+    (one reflection: ``-i`` before the start, ``2 (n - 1) - i`` past the end). Only output 0 and
+    the outputs after ``(n - 3) // 2`` have such taps.
     """
     found = []
     for out in sorted({0, *range(max(1, (n - 3) // 2 + 1), (n + 1) // 2)}):
         for k, weight in enumerate(BINOMIAL_TAPS):
             i = 2 * out + k - _PAD
-            if not 0 <= i < n:
-                found.append((out, reflect_101(i, n), weight / 16.0))
+            if i < 0:
+                found.append((out, -i, weight / 16.0))
+            elif i >= n:
+                found.append((out, 2 * (n - 1) - i, weight / 16.0))
     return tuple(found)
 
 
@@ -111,11 +85,14 @@ def down_rows(x: torch.Tensor, channel_weights: torch.Tensor | None = None) -> t
     """Binomial filter and decimation of the rows (``dim=2``) of a ``(B, C, H, W)`` float32 CPU tensor.
 
     Args:
-        x: the batch; :func:`conv_passes_apply` must hold.
+        x: the batch.
         channel_weights: ``(C,)`` weights of a channel sum taken in the same pass (then one output channel).
 
     Returns:
         ``(B, C or 1, ceil(H / 2), W)`` contiguous tensor.
+
+    Raises:
+        ValueError: ``channel_weights`` does not have one weight per channel.
     """
     x = x.contiguous()
     b, c, h, w = x.shape
@@ -136,7 +113,8 @@ def down_rows(x: torch.Tensor, channel_weights: torch.Tensor | None = None) -> t
     y = F.conv2d(view, kernel, stride=(1, 2), padding=(0, _PAD), groups=w)
     out = y.squeeze(2).transpose(1, 2).reshape(b, 1, out_h, w)
     border = sorted({i for _, i, _ in _reflected_taps(h)})
-    mixed = mix_channels(x.index_select(2, torch.tensor(border, device=x.device)), cw)
+    rows = x.index_select(2, torch.tensor(border, device=x.device))
+    mixed = torch.matmul(cw, rows.flatten(2)).view(b, 1, len(border), w)  # the luma of the border rows only
     _add_reflected_taps(out, mixed, 2, h, {i: k for k, i in enumerate(border)})
     return out
 
@@ -155,3 +133,32 @@ def down_columns(x: torch.Tensor) -> torch.Tensor:
     out = y.view(b, c, h, (w + 1) // 2)
     _add_reflected_taps(out, x, 3, w)
     return out
+
+
+def gaussian_level(x: torch.Tensor, depth: int, channel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian level ``depth`` of ``x``, or of the weighted sum of its channels.
+
+    The rows of every level are filtered first, the first pass summing the channels, and the
+    columns last: the image is read once, and the slower column passes run on images
+    ``2 ** depth`` times shorter. The passes are linear maps of different axes (reflect-101
+    borders are per axis too), so the order changes the result only by rounding.
+
+    Args:
+        x: ``(B, C, H, W)`` float32 CPU tensor.
+        depth: number of halvings, ``>= 1``.
+        channel_weights: ``(C,)`` weights; ``None`` keeps the channels.
+
+    Returns:
+        ``(B, C or 1, H / 2 ** depth, W / 2 ** depth)`` (sizes rounded up at every halving).
+
+    Raises:
+        ValueError: ``depth`` below 1.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}.")
+    y = down_rows(x, channel_weights)
+    for _ in range(depth - 1):
+        y = down_rows(y)
+    for _ in range(depth):
+        y = down_columns(y)
+    return y

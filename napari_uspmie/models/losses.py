@@ -102,7 +102,7 @@ class LaplacianPerceptualLoss(nn.Module):
         if kind not in PERCEPTUAL_KINDS:
             raise ValueError(f"perceptual_loss must be one of {PERCEPTUAL_KINDS}, got {kind!r}.")
         if not 0 <= level < max_level:
-            raise ValueError(f"pyramid_level must be in [0, {max_level - 1}] (a band, not the coarsest level).")
+            raise ValueError(f"level must be in [0, {max_level - 1}] (a band, not the coarsest level).")
         self.kind = kind
         self.level = level
         self.max_level = max_level

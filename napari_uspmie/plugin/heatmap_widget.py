@@ -219,7 +219,7 @@ class HeatmapWidget(Container):
         name = f"{enhanced.name} LaSSIM"
         metadata = {
             "lassim_score": score,
-            "lassim_level": level,
+            "level": level,
             "lassim_mode": mode,
             "original": original.name,
             "enhanced": enhanced.name,

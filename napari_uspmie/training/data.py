@@ -221,13 +221,13 @@ def validation_items(data: dict[str, list[dict]], num: int = 4, domain: str = "A
 
 
 def check_training_sizes(
-    load_size: Sequence[int], patch_size: int, pyramid_level: int = 3, perceptual_loss: str = "vgg19"
+    load_size: Sequence[int], patch_size: int, level: int = 3, perceptual_loss: str = "vgg19"
 ) -> bool:
     """Fail early, with the fix in the message, on sizes the networks or losses cannot take.
 
     Raises:
         ValueError: sizes not multiples of 4 (the generator halves twice), a patch larger
-            than ``load_size``, or sizes too small for LaSSIM at ``pyramid_level``.
+            than ``load_size``, or sizes too small for LaSSIM at ``level``.
     """
     load = [int(s) for s in load_size]
     if len(load) != 2:
@@ -237,11 +237,11 @@ def check_training_sizes(
             raise ValueError(f"{name} {value} must be multiples of 4 (the generator downsamples twice).")
     if patch_size > min(load):
         raise ValueError(f"patch_size {patch_size} is larger than load_size {load}: crops must fit resized images.")
-    need = min_size_for_level(pyramid_level)
+    need = min_size_for_level(level)
     if min(load) < need:
-        raise ValueError(f"load_size {load} is too small for LaSSIM at pyramid_level {pyramid_level} (>= {need}).")
+        raise ValueError(f"load_size {load} is too small for LaSSIM at level {level} (>= {need}).")
     if perceptual_loss == "lassim" and patch_size < need:
-        raise ValueError(f"patch_size {patch_size} is too small for the 'lassim' loss at level {pyramid_level}.")
+        raise ValueError(f"patch_size {patch_size} is too small for the 'lassim' loss at level {level}.")
     return True
 
 

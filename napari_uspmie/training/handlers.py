@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from napari_uspmie.io.atomic import staged_output
+from napari_uspmie.io.heatmap import heatmap_rgb
 from napari_uspmie.training.trainer import unwrap
 
 __all__ = [
@@ -188,9 +190,9 @@ class ResumeFromCheckpoint:
 
 
 def _atomic_save(write, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)  # readers never see a half-written model
+    # the run folder's own model, replaced at each export; readers never see a half-written one
+    with staged_output(path, overwrite=True) as tmp:
+        write(tmp)
 
 
 class GeneratorExporter:
@@ -246,15 +248,14 @@ def _to_rgb_uint8(image: torch.Tensor) -> np.ndarray:
 class TriptychSaver:
     """Save ``input | output | LaSSIM heatmap`` PNGs of validation images (attach to the evaluator).
 
-    The heatmap is :func:`napari_uspmie.lassim_map` of the output against the input (dark:
-    structure changed), colour-mapped over [0, 1]. Files are
+    The heatmap is :func:`napari_uspmie.lassim_map` of the output against the input in the
+    package's one heatmap colour map (:mod:`napari_uspmie.io.heatmap`, red: structure changed). Files are
     ``output_dir/epoch_NNNN_<name>.png``.
 
     Args:
         output_dir: folder for the PNGs.
         level, max_level: LaSSIM pyramid settings.
         max_images: images saved per validation run.
-        cmap: matplotlib colormap of the heatmap.
         image_key, pred_key, name_key: keys in the evaluator's batch and output.
     """
 
@@ -264,7 +265,6 @@ class TriptychSaver:
         level: int = 3,
         max_level: int = 5,
         max_images: int = 4,
-        cmap: str = "viridis",
         image_key: str = "image",
         pred_key: str = "pred",
         name_key: str = "name",
@@ -272,7 +272,6 @@ class TriptychSaver:
         self.output_dir = Path(output_dir)
         self.level, self.max_level = level, max_level
         self.max_images = max_images
-        self.cmap = cmap
         self.image_key, self.pred_key, self.name_key = image_key, pred_key, name_key
         self._saved = 0
 
@@ -294,7 +293,6 @@ class TriptychSaver:
         yield from zip(output, names, strict=False)
 
     def __call__(self, engine: Engine) -> None:
-        from matplotlib import colormaps
         from PIL import Image
 
         from napari_uspmie.metric.lassim import lassim_map
@@ -305,7 +303,7 @@ class TriptychSaver:
                 return
             image, pred = item[self.image_key], item[self.pred_key]
             heat = lassim_map(pred[None].float(), image[None].float(), self.level, self.max_level)[0, 0]
-            heat_rgb = (colormaps[self.cmap](heat.clamp(0, 1).cpu().numpy())[..., :3] * 255).round().astype(np.uint8)
+            heat_rgb = heatmap_rgb(heat.cpu().numpy())
             panels = [_to_rgb_uint8(image), _to_rgb_uint8(pred), heat_rgb]
             gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
             strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)

@@ -31,7 +31,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 from torch.optim.optimizer import Optimizer
 
-from napari_uspmie.errors import ExplainedError, find_explained, log_error
+from napari_uspmie.errors import ErrorInWorker, ExplainedError, find_explained, log_error
 from napari_uspmie.models.losses import LSGANLoss, discriminator_loss
 from napari_uspmie.training.image_pool import ImagePool
 
@@ -317,6 +317,8 @@ class CycleGANTrainer(Trainer):
     def _iteration(self, engine: CycleGANTrainer, batchdata: dict[str, Any]) -> dict[str, float]:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("must provide batch data for the current iteration.")
+        if isinstance(batchdata, ErrorInWorker):  # a bad file read in a DataLoader worker process
+            batchdata.reraise()
         real_a, real_b = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         g_a, g_b = engine.generator_ab, engine.generator_ba
         d_a, d_b = engine.discriminator_a, engine.discriminator_b

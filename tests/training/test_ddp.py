@@ -20,7 +20,7 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", "--config_file", configs, *tiny_overrides(),
-        "--dataset_dir", str(dataset), "--bundle_root", str(tmp_path / "run"),
+        "--dataset_dir", str(dataset), "--run_dir", str(tmp_path / "run"),
         "--n_epochs", "1", "--n_epochs_decay", "0", "--perceptual_loss", "lassim",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
@@ -35,4 +35,4 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
     # ... rank 0 alone wrote plain (unwrapped) generator weights; each rank saved its validation samples.
     generator = ResnetGenerator(**json.loads((models / "model_config.json").read_text()))
     generator.load_state_dict(torch.load(models / "model.pt", weights_only=True))
-    assert len(list((tmp_path / "run" / "runs" / "samples").glob("epoch_0001_*.png"))) == 2
+    assert len(list((tmp_path / "run" / "logs" / "samples").glob("epoch_0001_*.png"))) == 2

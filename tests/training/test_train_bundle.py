@@ -7,6 +7,7 @@ configuration (ngf 8, 2 residual blocks, 64x64) with a few real images per domai
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from napari_uspmie.training.trainer import (
     linear_decay_scheduler,
 )
 from napari_uspmie.training.transforms import SourceReadError
+from tests.io_factories import file_hashes
 from tests.unpaired_data import (
     ANATOMICAL,
     camera_crops,
@@ -72,7 +74,7 @@ def test_train_config_has_every_required_property(tmp_path):
     for key in ("bundle_root", "dataset_dir", "ckpt_dir", "device", "network_def", "network", "generator_ba",
                 "discriminator_a", "discriminator_b", "train#trainer", "train#dataset", "train#inferer", "max_epochs",
                 "in_channels", "ngf", "ndf", "n_blocks", "load_size", "patch_size", "batch_size", "lr", "n_epochs",
-                "n_epochs_decay", "lambda_cycle", "lambda_identity", "lambda_perceptual", "pyramid_level",
+                "n_epochs_decay", "lambda_cycle", "lambda_identity", "lambda_perceptual", "level",
                 "perceptual_loss", "vgg_weights", "pool_size", "resume"):  # fmt: skip
         assert key in workflow.parser, key
 
@@ -81,7 +83,7 @@ def test_train_config_keeps_the_paper_defaults():
     config = json.loads((CONFIGS / "train.json").read_text())
     paper = {"in_channels": 3, "ngf": 64, "ndf": 64, "n_blocks": 9, "load_size": [272, 480], "patch_size": 256,
              "batch_size": 1, "lr": 2e-4, "betas": [0.5, 0.999], "n_epochs": 200, "n_epochs_decay": 100,
-             "lambda_cycle": 10.0, "lambda_identity": 0.0, "lambda_perceptual": 0.25, "pyramid_level": 3,
+             "lambda_cycle": 10.0, "lambda_identity": 0.0, "lambda_perceptual": 0.25, "level": 3,
              "perceptual_loss": "vgg19", "vgg_weights": None, "pool_size": 100, "resume": False}  # fmt: skip
     assert {k: config[k] for k in paper} == paper
 
@@ -93,7 +95,22 @@ def test_bundle_root_is_the_config_folder_from_any_cwd(tmp_path, monkeypatch):
     workflow = ConfigWorkflow(config_file=str(copied / "configs" / "train.json"), workflow_type="train")
     workflow.initialize()
     assert workflow.bundle_root == str(copied.resolve())
-    assert workflow.parser.get_parsed_content("ckpt_dir") == str(copied.resolve() / "models")
+    # outputs go to a run folder in the working directory, never into the bundle
+    assert workflow.parser.get_parsed_content("ckpt_dir") == str(tmp_path / "runs" / "train" / "models")
+
+
+def test_training_refuses_to_write_into_the_shipped_bundle(tmp_path):
+    dataset = write_unpaired_dataset(tmp_path / "data", n_png=1, nifti_slices=1)
+    shipped = REPO / "monai_bundle" / "models"
+    before = file_hashes(shipped)
+    result = _run_bundle(
+        "monai_bundle/configs/train.json", REPO, _env(tmp_path),
+        "--dataset_dir", str(dataset), "--ckpt_dir", str(shipped), "--perceptual_loss", "lassim",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert "shipped bundle's models folder; training never writes there" in output
+    assert file_hashes(shipped) == before
 
 
 def test_multi_gpu_config_wraps_all_four_networks_in_ddp():
@@ -359,8 +376,9 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     adam_steps = {int(s["step"]) for s in ckpt["optimizer_g"]["state"].values()}
     assert adam_steps == {iterations}  # optimizer state continued too
     assert len(ckpt["image_pool_b"]["images"]) == 3 * 5  # the pools were restored, not restarted empty
-    # bundle_root resolved to the copied bundle, not to the working directory.
-    assert list((bundle / "runs" / "samples").glob("epoch_0003_*.png"))
+    # logs and samples went to the run folder of the working directory, never into the bundle.
+    assert list((elsewhere / "runs" / "train" / "logs" / "samples").glob("epoch_0003_*.png"))
+    assert not (bundle / "runs").exists() and not (bundle / "models").exists()
 
 
 def test_bundle_stops_before_training_without_vgg_weights_offline(tmp_path, monkeypatch, capsys):
@@ -399,10 +417,12 @@ def _explained_stop(case: str, tmp_path: Path) -> tuple[list[str], str]:
     if case == "missing_dataset":
         missing = tmp_path / "no_such_folder"
         return ["--dataset_dir", str(missing), "--perceptual_loss", "lassim"], f"dataset_dir {missing} does not exist"
-    if case.startswith("unreadable_file"):  # its header passes the scan, its voxels are cut off: fails when loaded
-        cut = dataset / "A" / "cut.nii"
-        full = ANATOMICAL.read_bytes()
-        cut.write_bytes(full[: len(full) // 3])
+    if case.startswith("unreadable_file"):  # header and gzip trailer pass the scan; its voxels fail when loaded
+        cut = dataset / "A" / "cut.nii.gz"
+        packed = bytearray(gzip.compress(ANATOMICAL.read_bytes()))
+        middle = len(packed) // 2
+        packed[middle : middle + 64] = bytes(b ^ 0xFF for b in packed[middle : middle + 64])
+        cut.write_bytes(bytes(packed))
         # In a DataLoader worker (the config's default) the error comes back to the trainer as text only.
         workers = ["--num_workers", "2"] if case.endswith("in_worker") else []
         return [*lassim, *workers], f"cannot read {cut}"
@@ -475,22 +495,25 @@ def test_trainer_stops_on_an_explained_error_without_the_exception_handlers(capl
     assert caplog.text.count("cannot read x.nii") == 1 and wrapped.__cause__.logged
 
 
-def test_explained_error_is_found_in_a_worker_failure_text_only():
-    """A DataLoader worker's failure carries the worker's traceback as text; the project's explained
-    error is rebuilt from it once, while other errors found in such text stay unexplained."""
-    from napari_uspmie.errors import WorkerError, find_explained
+def test_an_explained_error_in_a_worker_comes_back_as_data_and_is_raised_again(tmp_path):
+    """A DataLoader worker hands exceptions back as traceback text only; the dataset returns the
+    explained error as a record instead, collation passes it on, and the trainer raises it again."""
+    from torch.utils.data import DataLoader
 
-    def worker_failure(last_line: str) -> RuntimeError:
-        text = "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-        return RuntimeError(f"{text}  File 'x.py', line 1, in f\n{last_line}\n")
+    from napari_uspmie.errors import ErrorInWorker, find_explained
+    from napari_uspmie.training.data import UnpairedDataset
+    from napari_uspmie.training.transforms import LoadImageSliced
 
-    wrapped = RuntimeError("Failed to evaluate")
-    wrapped.__cause__ = worker_failure(
-        "napari_uspmie.training.transforms.SourceReadError: cannot read /data/A/cut.nii: OSError: truncated"
-    )
-    found = find_explained(wrapped)
-    assert isinstance(found, WorkerError) and str(found) == "cannot read /data/A/cut.nii: OSError: truncated"
-    assert find_explained(wrapped) is found  # the same one: logged once
-    assert find_explained(worker_failure("ZeroDivisionError: division by zero")) is None
-    assert find_explained(worker_failure("napari_uspmie.training.trainer.LinearDecayLambda: not an error")) is None
-    assert find_explained(RuntimeError("napari_uspmie.training.data.DatasetError: not from a worker")) is None
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(ANATOMICAL.read_bytes()[: ANATOMICAL.stat().st_size // 3])
+    item = {"image": str(cut), "kind": "nifti", "slice": 0, "axis": 0, "name": "cut.nii"}
+    dataset = UnpairedDataset({"A": [item], "B": [item]}, transform=LoadImageSliced("image"))
+    with pytest.raises(RuntimeError) as caught:  # in the main process: raised as it is (MONAI wraps it)
+        dataset[0]
+    assert isinstance(find_explained(caught.value), SourceReadError)
+    loader = DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=UnpairedDataset.collate)
+    record = next(iter(loader))
+    assert isinstance(record, ErrorInWorker) and record.error_type is SourceReadError
+    assert record.message.startswith(f"cannot read {cut}: ") and "Traceback" not in record.message
+    with pytest.raises(SourceReadError, match=r"^cannot read .*cut\.nii: "):
+        record.reraise()

@@ -31,7 +31,7 @@ def test_compact_override_matches_the_shipped_architecture():
     net = infer.get_parsed_content("network_def")
     net.load_state_dict(torch.load(bundle_path() / "models" / "model.pt", map_location="cpu", weights_only=True))
     assert parser["perceptual_loss"] == "lassim" and parser["patch_size"] == 128
-    assert check_training_sizes(parser["load_size"], parser["patch_size"], parser["pyramid_level"], "lassim")
+    assert check_training_sizes(parser["load_size"], parser["patch_size"], parser["level"], "lassim")
     # train.json itself keeps the paper's defaults.
     base = ConfigParser()
     base.read_config(CONFIGS[0])
