@@ -3,6 +3,7 @@ training tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -63,13 +64,20 @@ def write_fake_vgg19(path: str | os.PathLike) -> Path:
     return path
 
 
+#: train.json overrides of the tiny CPU configuration (grayscale, ngf 8, 2 blocks, 64x64)
+TINY_SETTINGS = {
+    "in_channels": 1, "ngf": 8, "ndf": 8, "n_blocks": 2, "load_size": [64, 64], "patch_size": 64, "num_workers": 0,
+    "val_interval": 1, "num_val_samples": 2, "log_interval": 1, "pool_size": 3,
+}  # fmt: skip
+#: the generator those settings build (``ResnetGenerator`` keyword arguments, as checkpoints store them)
+TINY_GENERATOR = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
+
+
 def tiny_overrides() -> list[str]:
-    """CLI overrides of the tiny CPU configuration (grayscale, ngf 8, 2 blocks, 64x64)."""
+    """``TINY_SETTINGS`` as command-line overrides (``--ngf 8 --load_size [64,64] ...``)."""
     return [
-        "--in_channels", "1", "--ngf", "8", "--ndf", "8", "--n_blocks", "2",
-        "--load_size", "[64,64]", "--patch_size", "64", "--num_workers", "0",
-        "--val_interval", "1", "--num_val_samples", "2", "--log_interval", "1", "--pool_size", "3",
-    ]  # fmt: skip
+        arg for key, value in TINY_SETTINGS.items() for arg in (f"--{key}", json.dumps(value, separators=(",", ":")))
+    ]
 
 
 def offline_env(tmp_path: str | os.PathLike) -> dict[str, str]:

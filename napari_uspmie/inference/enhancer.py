@@ -45,7 +45,7 @@ from napari_uspmie.inference.precision import cpu_has_fast_bf16
 from napari_uspmie.inference.winograd import to_winograd
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
 
-__all__ = ["Enhancer", "compile_network", "load_enhancer", "pick_device", "bundle_settings"]
+__all__ = ["Enhancer", "compile_layers", "compile_network", "load_enhancer", "pick_device", "bundle_settings"]
 
 #: bundle settings the enhancer takes from ``inference.json``: the id now -> the id it replaced
 _SETTINGS = {"tile_size": "roi_size", "overlap": None, "batch_size": "sw_batch_size", "percentiles": None}
@@ -90,6 +90,29 @@ def bundle_settings(bundle_dir: Path | None) -> dict[str, Any]:
     return out
 
 
+def compile_layers(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
+    """The eager module :func:`compile_network` compiles: ``network``, or a copy with faster CPU layers.
+
+    Args:
+        network: a module in evaluation mode (a TorchScript module is returned as it is).
+        fast_layers: rewrite layers for float32 CPU inference: 3x3 stride-1 convolutions by
+            Winograd F(4x4, 3x3) (:mod:`napari_uspmie.inference.winograd`; 4x fewer multiplications) and
+            convolutions to one output channel as depthwise + sum
+            (:mod:`napari_uspmie.inference.depthwise_sum`); results within a few 1e-5. ``None``: on when the
+            network's weights are on the CPU (cuDNN picks its own algorithms) and it will not run
+            under bfloat16 autocast (Winograd's transforms need float32 precision).
+        bf16: the network will run under bfloat16 autocast.
+
+    Returns:
+        A rewritten copy, or ``network`` itself when no layer is rewritten.
+    """
+    if isinstance(network, torch.jit.ScriptModule):
+        return network
+    if fast_layers is None:
+        fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
+    return to_depthwise_sum(to_winograd(network)) if fast_layers else network
+
+
 def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
     """``torch.compile`` for inference: static shapes, weights frozen into the graph as constants.
 
@@ -101,13 +124,7 @@ def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: b
     Args:
         network: a module in evaluation mode; a TorchScript module is returned as it is (it has
             its own optimising compiler).
-        fast_layers: rewrite layers for float32 CPU inference first: 3x3 stride-1 convolutions by
-            Winograd F(4x4, 3x3) (:mod:`napari_uspmie.inference.winograd`; 4x fewer multiplications) and
-            convolutions to one output channel as depthwise + sum
-            (:mod:`napari_uspmie.inference.depthwise_sum`); results within a few 1e-5. ``None``: on when the
-            network's weights are on the CPU (cuDNN picks its own algorithms) and it will not run
-            under bfloat16 autocast (Winograd's transforms need float32 precision).
-        bf16: the network will run under bfloat16 autocast.
+        fast_layers, bf16: as for :func:`compile_layers`, which prepares the module compiled.
 
     Returns:
         The compiled module (attributes such as ``in_channels`` still read through); the
@@ -115,11 +132,8 @@ def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: b
     """
     if isinstance(network, torch.jit.ScriptModule):
         return network
-    if fast_layers is None:
-        fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
-    if fast_layers:
-        network = to_depthwise_sum(to_winograd(network))
-    return mark_compiled(torch.compile(network, dynamic=False, options={"freezing": True}))
+    layers = compile_layers(network, fast_layers, bf16)
+    return mark_compiled(torch.compile(layers, dynamic=False, options={"freezing": True}))
 
 
 class Enhancer:
@@ -162,7 +176,11 @@ class Enhancer:
         self.network = network.to(self.device).eval()
         self.compile = bool(compile)
         self.bf16 = bool(bf16)
-        self._runner = compile_network(self.network, bf16=self.bf16) if self.compile else self.network
+        #: the eager module behind ``runner`` (layers rewritten when compiled for the CPU): torch's
+        #: compiled wrapper keeps it only under a private name
+        self.compiled_from = compile_layers(self.network, bf16=self.bf16) if self.compile else self.network
+        #: what runs: ``network``, or with ``compile`` its compiled form
+        self.runner = compile_network(self.compiled_from, fast_layers=False) if self.compile else self.network
         self.tile_size, self.overlap, self.batch_size = int(tile_size), float(overlap), int(batch_size)
         self.percentiles = tuple(percentiles)
         self.amp = amp
@@ -232,7 +250,7 @@ class Enhancer:
             progress=progress,
             cancel=cancel,
         )
-        y = inferer(x, self._runner).numpy().transpose(0, 2, 3, 1)
+        y = inferer(x, self.runner).numpy().transpose(0, 2, 3, 1)
         return from_slices(restore_values(y, work, mapping, keep_range, channel_axis=-1), layout)
 
 

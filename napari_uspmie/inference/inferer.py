@@ -54,10 +54,14 @@ MAX_PIXELS = 2**21
 CPU_ACTIVATION_BYTES = {"compiled": 2**24, "eager": 2**23}
 
 
+# torch's common base of these is private
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
 def _first_convolution_channels(network: nn.Module) -> int | None:
     """Output channels of the first convolution in ``network`` (eager or TorchScript), if any."""
     for module in network.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, _CONVOLUTIONS):
             return module.out_channels
         if getattr(module, "original_name", None) in ("Conv2d", "Conv3d"):  # scripted or traced
             return int(module.weight.shape[0])
@@ -191,7 +195,7 @@ class EnhancementInferer(Inferer):
         rh, rw = min(self.tile_size, h), min(self.tile_size, w)
         return n * _windows(h, rh, self.overlap) * _windows(w, rw, self.overlap)
 
-    def _batch(self, pixels: int, limit: int | None = None) -> int:
+    def images_per_call(self, pixels: int, limit: int | None = None) -> int:
         """Images per network call: ``batch_size``, fewer when they would exceed the pixel limit.
 
         ``limit`` defaults to ``max_pixels``, or ``MAX_PIXELS`` when that is ``None``.
@@ -236,7 +240,7 @@ class EnhancementInferer(Inferer):
         out: torch.Tensor | None = None
         self._check(done, total)
         if hp <= self.tile_size and wp <= self.tile_size:
-            batch = self._batch(hp * wp, limit)
+            batch = self.images_per_call(hp * wp, limit)
             for start in range(0, xp.shape[0], batch):
                 y = self._forward(net, xp[start : start + batch], device).to(x.device)
                 out = y.new_empty((xp.shape[0], *y.shape[1:])) if out is None else out
@@ -259,7 +263,7 @@ class EnhancementInferer(Inferer):
                     sliding_window_inference(
                         xp[n : n + 1],
                         roi,
-                        self._batch(roi[0] * roi[1], limit),
+                        self.images_per_call(roi[0] * roi[1], limit),
                         predictor,
                         overlap=self.overlap,
                         mode=self.mode,

@@ -12,20 +12,24 @@ place that chooses between them.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
-from napari_uspmie.metric.pyramid import laplacian_residual, pyramid_sizes
+from napari_uspmie.metric.pyramid import laplacian_residual, pyr_down, pyramid_sizes
 from napari_uspmie.metric.pyramid_filters import gaussian_level
 
-__all__ = ["GRAY_WEIGHTS", "PIECE_SAMPLES", "to_gray", "fast_path_applies", "band_pair"]
+__all__ = ["FAST_PATH_MIN_SAMPLES", "PIECE_BYTES", "to_gray", "fast_path_applies", "pairs_per_piece", "band_pair"]
 
-#: Fast path: samples of the first row pass per piece of the batch (``pred`` and ``ref`` apart).
-#: Larger pieces mean fewer calls; above glibc's largest heap block (32 MiB of float32) every call
-#: would map fresh memory and fault it in again.
-PIECE_SAMPLES = 2**21
+#: Smallest batch the fast path takes, in samples of the first row pass (half the pixels) of the
+#: ``pred`` batch: below, its many small calls cost more than they save.
+FAST_PATH_MIN_SAMPLES = 2**19
+#: Largest intermediate one piece of a CPU batch writes (the fast path's first row pass of the
+#: ``pred`` images, the reference path's luma of the pairs): pieces stay in cache, and below glibc's
+#: largest heap block (32 MiB) the allocator reuses memory instead of mapping and faulting it in.
+PIECE_BYTES = 2**23
 
 Path = Literal["auto", "reference", "fast"]
 
@@ -45,58 +49,90 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(weights, x.flatten(2)).view(x.shape[0], 1, *x.shape[2:])
 
 
-def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int) -> bool:
-    """Whether :func:`band_pair` takes the fast path for this batch and band by default.
+def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: Path = "auto") -> bool:
+    """Which path :func:`band_pair` runs for this batch and band: ``True`` for the fast path.
 
-    It does for a band above full resolution of 2D float32 CPU images without gradients when
-    oneDNN runs the depthwise convolutions (without it they are slow).
+    Args:
+        p, r: the ``pred`` and ``ref`` batches.
+        level: the band.
+        path: ``"auto"`` chooses the fast path for a band above full resolution of a 2D float32
+            CPU batch without gradients of at least :data:`FAST_PATH_MIN_SAMPLES`, when oneDNN
+            runs the depthwise convolutions; ``"reference"`` and ``"fast"`` force one.
+
+    Raises:
+        ValueError: an unknown ``path``, or ``"fast"`` for a batch or band it cannot serve.
     """
+    if path not in ("auto", "reference", "fast"):
+        raise ValueError(f"path must be 'auto', 'reference' or 'fast', got {path!r}.")
+    if path == "reference":
+        return False
     needs_grad = torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
-    return (
+    serves = (
         level >= 1
         and p.ndim == 4
         and p.dtype == r.dtype == torch.float32
         and p.device.type == r.device.type == "cpu"
         and not needs_grad
         and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
+        and torch.backends.mkldnn.enabled  # without oneDNN, depthwise convolutions are slow
     )
+    if path == "fast" and not serves:
+        raise ValueError("the fast path serves bands above level 0 of 2D float32 CPU batches without gradients.")
+    return serves and (path == "fast" or p.shape[0] * ((p.shape[2] + 1) // 2) * p.shape[3] >= FAST_PATH_MIN_SAMPLES)
 
 
-def _fast_band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int) -> torch.Tensor:
-    b = p.shape[0]
-    n = max(1, PIECE_SAMPLES // ((p.shape[2] + 1) // 2 * p.shape[3]))
-    weights = torch.tensor(GRAY_WEIGHTS) if p.shape[1] == 3 else None
-    # Each piece's level goes straight into its slot: a concatenation at the end would cost another pass.
-    base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]))
-    for start in range(0, b, n):
-        stop = min(start + n, b)
-        base[start:stop].copy_(gaussian_level(p[start:stop], level, weights))
-        base[b + start : b + stop].copy_(gaussian_level(r[start:stop], level, weights))
-    # The band at ``level`` of the image is the band at 0 of its Gaussian level ``level``.
-    return laplacian_residual(base, 0, max_level - level)
+def pairs_per_piece(p: torch.Tensor, fast: bool) -> int:
+    """Pairs per piece of the batch ``p`` on the chosen path: the whole batch off the CPU."""
+    if p.device.type != "cpu":
+        return p.shape[0]
+    if fast:
+        largest = (p.shape[2] + 1) // 2 * p.shape[3] * p.element_size()
+    else:
+        largest = 2 * math.prod(p.shape[2:]) * p.element_size()
+    return max(1, PIECE_BYTES // largest)
+
+
+def _gaussian_level_pair(p: torch.Tensor, r: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
+    """Gaussian level ``level`` of the luma of ``pred`` then ``ref``, ``(2B, 1, ...)``, on the chosen path."""
+    if fast:
+        weights = torch.tensor(GRAY_WEIGHTS) if p.shape[1] == 3 else None
+        return torch.cat([gaussian_level(p, level, weights), gaussian_level(r, level, weights)])
+    pair = torch.cat([to_gray(p), to_gray(r)])
+    for _ in range(level):
+        pair = pyr_down(pair)
+    return pair
 
 
 def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: Path = "auto") -> torch.Tensor:
     """Laplacian band at ``level`` of the luma of ``pred`` then ``ref``: ``(2B, 1, ...)``.
 
+    Both paths take the Gaussian level ``level`` piece by piece (:func:`pairs_per_piece`), each
+    piece's straight into its slot of the batch's level, then the band on the whole batch at once
+    (its many small operator calls are paid once per batch).
+
     Args:
         p, r: ``(B, C, *spatial)`` batches of one floating dtype, C 1 or 3.
         level, max_level: as for :func:`napari_uspmie.metric.pyramid.laplacian_residual`.
-        path: ``"auto"`` takes the fast path where :func:`fast_path_applies`, ``"reference"``
-            and ``"fast"`` force one.
+        path: as for :func:`fast_path_applies`.
 
     Returns:
         The ``pred`` bands then the ``ref`` bands along the first axis.
 
     Raises:
-        ValueError: ``path="fast"`` where the fast path does not apply, or an unknown ``path``.
+        ValueError: ``level`` outside ``[0, max_level]``, or a ``path`` :func:`fast_path_applies` refuses.
     """
-    if path not in ("auto", "reference", "fast"):
-        raise ValueError(f"path must be 'auto', 'reference' or 'fast', got {path!r}.")
-    applies = fast_path_applies(p, r, level)
-    if path == "fast" and not applies:
-        raise ValueError("the fast path serves bands above level 0 of 2D float32 CPU batches without gradients.")
-    if applies and path != "reference":
-        return _fast_band_pair(p, r, level, max_level)
-    return laplacian_residual(torch.cat([to_gray(p), to_gray(r)]), level, max_level)
+    if not 0 <= level <= max_level:
+        raise ValueError(f"level must be in [0, max_level={max_level}], got {level}.")
+    fast = fast_path_applies(p, r, level, path)
+    b, n = p.shape[0], pairs_per_piece(p, fast)
+    if n >= b:
+        base = _gaussian_level_pair(p, r, level, fast)
+    else:
+        base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]))
+        for start in range(0, b, n):
+            stop = min(start + n, b)
+            piece = _gaussian_level_pair(p[start:stop], r[start:stop], level, fast)
+            base[start:stop].copy_(piece[: stop - start])
+            base[b + start : b + stop].copy_(piece[stop - start :])
+    # The band at ``level`` of an image is the band at 0 of its Gaussian level ``level``.
+    return laplacian_residual(base, 0, max_level - level)

@@ -12,7 +12,9 @@ bands exactly as ``skimage.metrics.structural_similarity`` does by default:
 Blur leaves that band nearly intact while a structural deformation changes it, so
 LaSSIM separates "only blurred" from "deformed and blurred" where plain SSIM cannot.
 The SSIM map at the band, upsampled to the image size, is the LaSSIM heatmap.
-Everything is differentiable and runs on the tensors' device.
+Everything is differentiable and runs on the tensors' device. Large float32 CPU batches take
+a fast path to the band (:func:`napari_uspmie.metric.bands.fast_path_applies` decides;
+``path=`` forces one).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.metric.bands import GRAY_WEIGHTS, band_pair, to_gray
+from napari_uspmie.metric.bands import Path, band_pair, to_gray
+from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
 __all__ = ["GRAY_WEIGHTS", "to_gray", "ssim_map", "lassim", "lassim_map", "min_size_for_level"]
 
@@ -115,8 +118,9 @@ def _to_batched(image: Any, name: str, dtype: torch.dtype | None) -> tuple[torch
     """Bring an image to a floating ``(B, C, *spatial)`` tensor; flag numpy input.
 
     Integer data is scaled by its dtype's maximum (the score does not depend on that scaling).
-    Tensors go to the fast float32 path unless they are float64 (or ``dtype`` says otherwise);
-    arrays, one interactive pair at a time, to float64, where scores equal the reference pipeline's.
+    Unless ``dtype`` says otherwise, tensors keep their floating dtype and integer tensors go to
+    float32 (scores within about 1e-7 of the reference); arrays, one interactive pair at a time,
+    go to float64, where scores equal the reference pipeline's.
     """
     int_dtype = dtype or torch.float32
     if isinstance(image, torch.Tensor):
@@ -171,9 +175,9 @@ def _prepare(pred: Any, ref: Any, level: int, max_level: int, dtype: torch.dtype
     return p, r, p_np and r_np
 
 
-def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int):
+def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: Path):
     b = p.shape[0]
-    lp, lr = band_pair(p, r, level, max_level).split(b)
+    lp, lr = band_pair(p, r, level, max_level, path).split(b)
     high = torch.maximum(lp.reshape(b, -1).amax(dim=1), lr.reshape(b, -1).amax(dim=1))
     low = torch.minimum(lp.reshape(b, -1).amin(dim=1), lr.reshape(b, -1).amin(dim=1))
     return lp, lr, high - low
@@ -198,6 +202,7 @@ def lassim(
     level: int = 3,
     max_level: int = 5,
     dtype: torch.dtype | None = None,
+    path: Path = "auto",
 ) -> torch.Tensor | float:
     """LaSSIM score between an enhanced (or degraded) image and its reference.
 
@@ -209,17 +214,20 @@ def lassim(
         level: Laplacian band, counted in halvings from full resolution (paper: 3).
         max_level: pyramid depth; ``level == max_level`` uses the coarsest Gaussian level.
         dtype: computation dtype. By default arrays use float64 (the reference pipeline to 1e-12)
-            and tensors their own floating dtype, integer tensors float32 (the fast path, within
-            about 1e-7 of the reference).
+            and tensors their own floating dtype, integer tensors float32 (within about 1e-7 of
+            the reference).
+        path: ``"auto"``, ``"reference"`` or ``"fast"``: which computation of the band runs
+            (:func:`napari_uspmie.metric.bands.fast_path_applies`).
 
     Returns:
         ``(B,)`` tensor of scores for tensor input, a Python float for arrays.
 
     Raises:
-        ValueError: shape or channel mismatch, NaN/Inf, image too small for ``level``.
+        ValueError: shape or channel mismatch, NaN/Inf, image too small for ``level``, a ``path``
+            that cannot serve the input.
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
-    lp, lr, data_range = _bands(p, r, level, max_level)
+    lp, lr, data_range = _bands(p, r, level, max_level, path)
     scores = ssim_map(lp, lr, data_range).flatten(1).mean(dim=1)
     _check_finite(scores, p, r)
     return float(scores[0]) if numpy_in else scores
@@ -233,13 +241,14 @@ def lassim_map(
     upsample: bool = True,
     return_score: bool = False,
     dtype: torch.dtype | None = None,
+    path: Path = "auto",
 ):
     """LaSSIM heatmap: the SSIM map at the Laplacian band, upsampled to the image size.
 
     Low values mark where structure differs between ``pred`` and ``ref``.
 
     Args:
-        pred, ref, level, max_level, dtype: as for :func:`lassim`.
+        pred, ref, level, max_level, dtype, path: as for :func:`lassim`.
         upsample: resize the band-resolution map to the input's spatial size (linear
             interpolation); ``False`` returns it at ``1 / 2**level`` resolution.
         return_score: also return the LaSSIM score computed from the same bands.
@@ -253,7 +262,7 @@ def lassim_map(
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
     pad = (WINDOW - 1) // 2
-    lp, lr, data_range = _bands(p, r, level, max_level)
+    lp, lr, data_range = _bands(p, r, level, max_level, path)
     heat = ssim_map(lp, lr, data_range, full=True)
     inner = tuple(slice(pad, s - pad) for s in heat.shape[2:])
     scores = heat[(slice(None), slice(None)) + inner].flatten(1).mean(dim=1)

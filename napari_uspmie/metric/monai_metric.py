@@ -1,13 +1,8 @@
-"""MONAI adapters for LaSSIM: a cumulative metric and its Ignite handler.
+"""LaSSIM as a MONAI cumulative metric.
 
 :class:`LaSSIMMetric` follows MONAI's regression metrics (``SSIMMetric``, ``PSNRMetric``):
 call it on every batch, then ``aggregate()`` reduces the buffered ``(batch, 1)`` scores.
-:class:`LaSSIMHandler` wraps it for Ignite engines, e.g. a bundle's evaluator::
-
-    "val_lassim": {
-        "_target_": "napari_uspmie.metric.monai_metric.LaSSIMHandler",
-        "output_transform": "$monai.handlers.from_engine(['pred', 'image'])"
-    }
+Its Ignite handler is :class:`napari_uspmie.metric.handler.LaSSIMHandler`.
 
 LaSSIM compares an enhanced image with the image it was computed from (a no-reference
 measure of structure preservation), so ``y`` is usually the network *input*, not a label.
@@ -15,18 +10,14 @@ measure of structure preservation), so ``y`` is usually the network *input*, not
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
-from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction, convert_to_tensor
 
 from napari_uspmie.metric.lassim import lassim
 
-__all__ = ["LaSSIMMetric", "LaSSIMHandler"]
+__all__ = ["LaSSIMMetric"]
 
 
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -107,24 +98,10 @@ class LaSSIMMetric(CumulativeIterationMetric):
         return (f, not_nans) if self.get_not_nans else f
 
 
-class LaSSIMHandler(IgniteMetricHandler):
-    """Ignite handler computing LaSSIM over an epoch (mean over all images by default).
 
-    Args:
-        level, max_level, dtype, reduction: as for :class:`LaSSIMMetric`.
-        output_transform: maps ``engine.state.output`` to ``(y_pred, y)``, e.g.
-            ``monai.handlers.from_engine(["pred", "image"])``; the default expects the pair.
-        save_details: keep every image's score in ``engine.state.metric_details[name]``.
-    """
+def __getattr__(name: str):  # TEMPORARY-TRANSITION: removed before hand-back
+    if name == "LaSSIMHandler":
+        from napari_uspmie.metric.handler import LaSSIMHandler
 
-    def __init__(
-        self,
-        level: int = 3,
-        max_level: int = 5,
-        dtype: torch.dtype | str | None = None,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable[[Any], Any] = lambda x: x,
-        save_details: bool = True,
-    ) -> None:
-        metric_fn = LaSSIMMetric(level=level, max_level=max_level, dtype=dtype, reduction=reduction)
-        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
+        return LaSSIMHandler
+    raise AttributeError(name)

@@ -118,11 +118,6 @@ class TrainingCheckpointSaver:
         self.save_interval = int(save_interval)
         self.n_saved = n_saved
         self.trainer_key = trainer_key
-        # Ignite's first rank query is collective under torch.distributed; make it here, on
-        # every rank, because only rank 0 attaches this handler (and would wait forever).
-        import ignite.distributed as idist
-
-        idist.get_rank()
 
     def attach(self, engine: Engine) -> None:
         from monai.handlers import CheckpointSaver

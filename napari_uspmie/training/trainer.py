@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn
@@ -214,6 +215,10 @@ class CycleGANTrainer(Trainer):
         if amp and device.type != "cuda":
             logger.info("AMP requested on %s: mixed precision is used on CUDA only, training in fp32.", device)
             amp = False
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Ignite's first look at the process group is collective: every rank's trainer takes it
+            # here, before rank 0 alone attaches its checkpoint handlers (which would wait forever).
+            idist.get_rank()
         # Before the base class attaches the handlers: checkpoint handlers save and restore the pools.
         self.pool_a = ImagePool(pool_size, seed=seed)  # fakes of domain A, shown to D_B
         self.pool_b = ImagePool(pool_size, seed=None if seed is None else seed + 1)  # fakes of domain B, for D_A

@@ -23,7 +23,6 @@ from napari_uspmie.models.networks import ResnetGenerator
 from tests.io_factories import (
     CT_SMALL,
     MR_TRUNCATED,
-    SHIPPED,
     ct_volume,
     file_hashes,
     random_bundle,
@@ -215,7 +214,7 @@ def test_unwritable_output_fails_before_work(workspace, capsys):
     assert "error:" in err and "not writable" in err and "enhanced in" not in err
 
 
-def test_required_properties_and_monai_label_pipeline(workspace):
+def test_required_properties_and_monai_label_pipeline(workspace, shipped_architecture):
     """ConfigWorkflow's infer properties are all there, and the preprocessing -> inferer -> postprocessing
     chain (what MONAI Label's BundleInferTask runs, without the saver) keeps MONAI's layout and metadata."""
     from monai.bundle import ConfigParser, ConfigWorkflow
@@ -237,7 +236,9 @@ def test_required_properties_and_monai_label_pipeline(workspace):
     parser["bundle_root"] = str(bundle)
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ResnetGenerator(**SHIPPED).parameters())
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in ResnetGenerator(**shipped_architecture).parameters()
+    )
     pre = parser.get_parsed_content("preprocessing")
     post = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)])
     assert len(post.transforms) == 1  # the saver is a SaveImaged: MONAI Label drops it
@@ -250,7 +251,7 @@ def test_required_properties_and_monai_label_pipeline(workspace):
     np.testing.assert_allclose(data["pred"].affine.numpy(), loaded.affine, atol=1e-6)
 
 
-def test_network_def_matches_shipped_weights():
+def test_network_def_matches_shipped_weights(shipped_architecture):
     """inference.json's network_def is the architecture of the repository's model_config.json / model.pt."""
     from monai.bundle import ConfigParser
 
@@ -262,16 +263,18 @@ def test_network_def_matches_shipped_weights():
     # the architecture is written once, in models/model_config.json, and the config builds from it
     assert parser.get_parsed_content("model_config") == str(bundle_path() / "models" / "model_config.json")
     built = parser.get_parsed_content("network_def")
-    assert sum(p.numel() for p in built.parameters()) == sum(p.numel() for p in ResnetGenerator(**SHIPPED).parameters())
+    assert sum(p.numel() for p in built.parameters()) == sum(
+        p.numel() for p in ResnetGenerator(**shipped_architecture).parameters()
+    )
     models = bundle_path() / "models"
     if (models / "model_config.json").is_file():
-        assert json.loads((models / "model_config.json").read_text()) == SHIPPED
+        assert json.loads((models / "model_config.json").read_text()) == shipped_architecture
     if (models / "model.pt").is_file():  # trained weights, once shipped, load strictly
         net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
 
 
-def test_ckpt_export_and_verify(workspace):
+def test_ckpt_export_and_verify(workspace, shipped_architecture):
     bundle = workspace["bundle"]
     ts = workspace["root"] / "model.ts"
     proc = monai_bundle("ckpt_export", "network_def", "--filepath", ts, "--ckpt_file", bundle / "models" / "model.pt",
@@ -280,7 +283,7 @@ def test_ckpt_export_and_verify(workspace):
     assert proc.returncode == 0, proc.stderr[-3000:]
     from napari_uspmie.models.networks import ResnetGenerator
 
-    net = ResnetGenerator(**SHIPPED)
+    net = ResnetGenerator(**shipped_architecture)
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     x = torch.rand(2, 1, 64, 80) * 2 - 1
     with torch.no_grad():

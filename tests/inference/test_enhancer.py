@@ -148,14 +148,18 @@ def test_tiling_progress_and_cancel(tiny):
 def test_pixels_per_call_are_bounded():
     """Large slices or windows shrink the batch (down to one), so memory does not grow with batch_size."""
     inferer = EnhancementInferer(tile_size=1024, batch_size=8, max_pixels=2**21)
-    assert inferer._batch(256 * 256) == 8 and inferer._batch(1024 * 1024) == 2 and inferer._batch(4096**2) == 1
+    assert (
+        inferer.images_per_call(256 * 256) == 8
+        and inferer.images_per_call(1024 * 1024) == 2
+        and inferer.images_per_call(4096**2) == 1
+    )
 
 
 def test_cpu_calls_are_cache_sized_from_the_first_convolution():
     """On a CPU the first convolution's output (8 MiB of float32 eager, 16 compiled) sets the pixels per call."""
-    shipped = ResnetGenerator(1, 1, ngf=16, n_blocks=1)
+    narrow = ResnetGenerator(1, 1, ngf=16, n_blocks=1)
     paper = ResnetGenerator(3, 3, ngf=64, n_blocks=1)
-    assert pixels_per_call(shipped, "cpu") == 2**17 and pixels_per_call(paper, "cpu") == 2**15
+    assert pixels_per_call(narrow, "cpu") == 2**17 and pixels_per_call(paper, "cpu") == 2**15
     assert pixels_per_call(ChannelAdapter(paper, 1), "cpu") == 2**15
     assert pixels_per_call(torch.jit.trace(paper.eval(), torch.rand(1, 3, 32, 32)), "cpu") == 2**15
     compiled = compile_network(paper, fast_layers=False)  # compiles only when called
@@ -278,18 +282,18 @@ def test_compiled_network_matches_eager():
     compiled = Enhancer(net, device="cpu", tile_size=64, compile=True)
     x = torch.rand(2, 1, 48, 40) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(compiled._runner(x), net(x), rtol=0, atol=1e-3)
+        torch.testing.assert_close(compiled.runner(x), net(x), rtol=0, atol=1e-3)
     floats = np.random.default_rng(2).random((2, 48, 40)).astype(np.float32)
     np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
     # float32 on CPU: residual 3x3 convolutions by Winograd F(4x4, 3x3), the head as depthwise + sum;
     # under bf16 the layers stay as they are.
-    assert any(isinstance(m, WinogradConv2d) for m in compiled._runner._orig_mod.modules())
-    assert any(isinstance(m, DepthwiseSumConv2d) for m in compiled._runner._orig_mod.modules())
+    assert any(isinstance(m, WinogradConv2d) for m in compiled.compiled_from.modules())
+    assert any(isinstance(m, DepthwiseSumConv2d) for m in compiled.compiled_from.modules())
     bf16 = Enhancer(net, device="cpu", tile_size=64, compile=True, bf16=True)
-    assert not any(isinstance(m, WinogradConv2d) for m in bf16._runner._orig_mod.modules())
+    assert not any(isinstance(m, WinogradConv2d) for m in bf16.compiled_from.modules())
     assert not any(isinstance(m, WinogradConv2d) for m in net.modules())
     scripted = torch.jit.script(ResnetGenerator(**TINY).eval())
-    assert Enhancer(scripted, device="cpu", compile=True)._runner is scripted  # TorchScript runs as it is
+    assert Enhancer(scripted, device="cpu", compile=True).runner is scripted  # TorchScript runs as it is
 
 
 def test_autocast_choice_per_device():

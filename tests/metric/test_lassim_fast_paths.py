@@ -1,18 +1,21 @@
-"""LaSSIM's fast paths against the plain computation.
+"""LaSSIM's two paths to the band, each against the reference pipeline, and the choice between them.
 
-Tolerances: float64 paths agree with the reference pipeline to 1e-12 (they run the same
-arithmetic in a different order); float32 paths to 1e-6 (their own rounding, about 1e-7).
+Tolerances: float64 agrees with the reference pipeline to 1e-12 (the same arithmetic in a
+different order); float32, on either path, to 1e-6 (its own rounding, about 1e-7).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
-import napari_uspmie.metric.bands as ls
 from napari_uspmie import lassim, lassim_map
+from napari_uspmie.metric.bands import FAST_PATH_MIN_SAMPLES, PIECE_SAMPLES, fast_path_applies
 from napari_uspmie.metric.pyramid import laplacian_pyramid, laplacian_residual, pyr_down
 from tests.reference import reference_lassim, reference_residual
 
@@ -30,64 +33,90 @@ def _tensor(images: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("level", [0, 1, 3, 4])
-def test_chunked_batch_equals_reference_per_pair(pairs, level, monkeypatch):
-    """Cache-sized pieces (forced to one pair each here, taking pyramid level 1 or levels 1 and 2)
-    and the whole-batch coarse levels change nothing."""
+def test_batch_equals_reference_per_pair(pairs, level):
+    """A batch of distinct pairs on the reference path, float64 and float32, scores each pair as the reference does."""
     preds, refs = pairs
     expected = np.array([reference_lassim(p, r, level) for p, r in zip(preds, refs, strict=True)])
-    for chunk, level2_pixels in ((ls._CPU_CHUNK, ls._PIECE_LEVEL2_PIXELS), (1, ls._PIECE_LEVEL2_PIXELS), (1, 0)):
-        monkeypatch.setattr(ls, "_CPU_CHUNK", chunk)
-        monkeypatch.setattr(ls, "_PIECE_LEVEL2_PIXELS", level2_pixels)  # 0: level 2 in the pieces too
-        exact = lassim(_tensor(preds, torch.float64), _tensor(refs, torch.float64), level=level)
-        np.testing.assert_allclose(exact.numpy(), expected, rtol=0, atol=1e-12)
-        fast = lassim(_tensor(preds, torch.float32), _tensor(refs, torch.float32), level=level)
-        assert fast.dtype == torch.float32
-        np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
+    exact = lassim(_tensor(preds, torch.float64), _tensor(refs, torch.float64), level=level)
+    np.testing.assert_allclose(exact.numpy(), expected, rtol=0, atol=1e-12)
+    p, r = _tensor(preds, torch.float32), _tensor(refs, torch.float32)
+    fast = lassim(p, r, level=level, path="reference")
+    assert fast.dtype == torch.float32
+    np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4])
-def test_convolution_pieces_equal_reference_per_pair(pairs, level, monkeypatch):
-    """float32 pieces as convolutions (luma inside the first row pass, rows of every level before
-    the columns), one pair per piece or the whole batch, 1 to 3 levels deep, bands and maps."""
+def test_fast_path_equals_reference_per_pair(pairs, level):
+    """The fast path (luma inside the first row pass, rows of every level before the columns), forced on
+    a batch below its size threshold: scores and maps."""
     preds, refs = pairs
     expected = np.array([reference_lassim(p, r, level) for p, r in zip(preds, refs, strict=True)])
     p, r = _tensor(preds, torch.float32), _tensor(refs, torch.float32)
-    levels_taken = []
-    real_level = ls.gaussian_level
-    monkeypatch.setattr(ls, "gaussian_level", lambda *a: levels_taken.append(a[1]) or real_level(*a))
-    monkeypatch.setattr(ls, "_CONV_MIN_ELEMENTS", 0)
-    for chunk, depth in ((1, 1), (1, 3), (ls._CONV_CHUNK, 2), (ls._CONV_CHUNK, 3)):
-        monkeypatch.setattr(ls, "_CONV_CHUNK", chunk)
-        monkeypatch.setattr(ls, "_CONV_DEPTH", depth)
-        levels_taken.clear()
-        fast = lassim(p, r, level=level)
-        assert levels_taken and set(levels_taken) == {min(level, depth)}
-        assert len(levels_taken) == (2 * len(preds) if chunk == 1 else 2)
-        np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
-        heat = lassim_map(p, r, level=level)
-        exact = lassim_map(p.double(), r.double(), level=level)
-        # Per-pixel SSIM of near-flat windows magnifies float32 rounding: maps agree to 5e-5 (the
-        # shifted-view float32 path: 1.4e-5 here), scores to 1e-6.
-        torch.testing.assert_close(heat.double(), exact, rtol=0, atol=5e-5)
+    assert not fast_path_applies(p, r, level) and fast_path_applies(p, r, level, path="fast")
+    fast = lassim(p, r, level=level, path="fast")
+    np.testing.assert_allclose(fast.numpy(), expected, rtol=0, atol=1e-6)
+    heat = lassim_map(p, r, level=level, path="fast")
+    exact = lassim_map(p.double(), r.double(), level=level)
+    # Per-pixel SSIM of near-flat windows magnifies float32 rounding: maps agree to 5e-5 (the
+    # reference path in float32: 1.4e-5 here), scores to 1e-6.
+    torch.testing.assert_close(heat.double(), exact, rtol=0, atol=5e-5)
 
 
-def test_large_float32_batches_take_the_convolutions(retina):
-    """The default thresholds: a batch of four 512x512 pairs runs as convolutions, one 128x128 pair does not."""
-    import napari_uspmie.metric.pyramid_filters as filters
+def test_fast_path_pieces_equal_reference_per_pair(retina):
+    """Five distinct 1024x1024 pairs fill more than one piece (four, then one): each pair still scores
+    as the reference does, at the paper's level and at the top of the pyramid."""
+    image = cv2.resize(retina, (1100, 1100), interpolation=cv2.INTER_AREA)
+    refs = [np.ascontiguousarray(image[15 * i : 15 * i + 1024, 19 * i : 19 * i + 1024]) for i in range(5)]
+    preds = [cv2.blur(ref, (3 + 4 * i, 3 + 4 * i)) for i, ref in enumerate(refs)]
+    p, r = _tensor(preds, torch.float32), _tensor(refs, torch.float32)
+    assert PIECE_SAMPLES // (512 * 1024) == 4  # so the batch of five takes two pieces
+    for level in (3, 5):
+        assert fast_path_applies(p, r, level)
+        expected = [reference_lassim(a, b, level) for a, b in zip(preds, refs, strict=True)]
+        np.testing.assert_allclose(lassim(p, r, level=level).numpy(), expected, rtol=0, atol=1e-6)
 
+
+def test_large_float32_batches_take_the_fast_path(retina):
+    """The default choice: a batch of four 512x512 pairs takes the fast path, one 128x128 pair does not."""
     image = cv2.resize(retina, (512, 512), interpolation=cv2.INTER_AREA)
     blurred = cv2.blur(image, (9, 9))
-    for size, batch, convolutions in ((512, 4, True), (128, 1, False)):
+    assert 4 * 256 * 512 >= FAST_PATH_MIN_SAMPLES > 64 * 128
+    for size, batch, fast in ((512, 4, True), (128, 1, False)):
         small = [cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA) for a in (blurred, image)]
         p, r = (_tensor([a] * batch, torch.float32) for a in small)
-        assert ls._use_convolutions(p) is convolutions
+        assert fast_path_applies(p, r, 3) is fast
         expected = reference_lassim(small[0], small[1], 3)
         np.testing.assert_allclose(lassim(p, r).numpy(), expected, rtol=0, atol=1e-6)
-    assert filters.conv_passes_apply(p)  # a small float32 pair could, but the calls would cost more
+    # A small float32 pair could take it, but the calls would cost more.
+    np.testing.assert_allclose(lassim(p, r, path="fast").numpy(), expected, rtol=0, atol=1e-6)
 
 
-def test_map_of_chunked_batch_equals_single_items(pairs, monkeypatch):
-    monkeypatch.setattr(ls, "_CPU_CHUNK", 1)
+def test_the_choice_of_path():
+    """What the fast path serves: bands above level 0 of 2D float32 CPU batches without gradients, with oneDNN."""
+    x = torch.rand(1, 3, 1024, 1024)
+    assert fast_path_applies(x, x, 3)
+    assert not fast_path_applies(x, x, 0)  # the full-resolution band needs the full-size luma anyway
+    assert not fast_path_applies(x, x, 3, path="reference")
+    assert not fast_path_applies(x.double(), x.double(), 3)
+    assert not fast_path_applies(torch.rand(1, 1, 8, 512, 512), torch.rand(1, 1, 8, 512, 512), 3)  # volumes
+    grad = x.clone().requires_grad_()
+    assert not fast_path_applies(grad, x, 3) and not fast_path_applies(x, grad, 3)
+    with torch.no_grad():
+        assert fast_path_applies(grad, x, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch notes that oneDNN's TF32 setting concerns Intel GPUs only
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not fast_path_applies(x, x, 3)
+    for bad, message in ((x.double(), "fast path serves"), (grad, "fast path serves")):
+        with pytest.raises(ValueError, match=message):
+            lassim(bad, x.to(bad.dtype), path="fast")
+    with pytest.raises(ValueError, match="fast path serves"):
+        lassim(x, x, level=0, path="fast")
+    with pytest.raises(ValueError, match="path must be"):
+        lassim(x, x, path="quick")
+
+
+def test_map_of_batch_equals_single_items(pairs):
     preds, refs = pairs
     p, r = _tensor(preds, torch.float64), _tensor(refs, torch.float64)
     heat, scores = lassim_map(p, r, level=2, return_score=True)
@@ -98,7 +127,7 @@ def test_map_of_chunked_batch_equals_single_items(pairs, monkeypatch):
 
 
 def test_default_dtype_follows_input():
-    """Arrays take the exact float64 path, tensors their own dtype, integer tensors the float32 fast path."""
+    """Arrays take float64 (exact), tensors their own dtype, integer tensors float32."""
     rng = np.random.default_rng(0)
     a = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     b = cv2.blur(a, (5, 5))
@@ -113,8 +142,8 @@ def test_default_dtype_follows_input():
     assert lassim(t[1:].double() / 255, t[:1].double() / 255, level=2).dtype == torch.float64
 
 
-def test_gray_without_autograd_equals_gray_with_it(pairs):
-    """The buffer-writing gray conversion (no autograd) and the differentiable one give the same band."""
+def test_score_with_autograd_equals_score_without(pairs):
+    """Recording gradients changes nothing in the band."""
     preds, refs = pairs
     p, r = _tensor(preds, torch.float64), _tensor(refs, torch.float64)
     plain = lassim(p, r, level=3)
@@ -155,24 +184,23 @@ def test_pyramid_matches_opencv_and_its_own_full_pyramid(shape):
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 3, 4), (1, 2, 5, 6), (1, 1, 37, 41), (2, 1, 128, 97), (1, 1, 9, 8, 7)])
-def test_pyr_down_without_padded_copy_is_bit_identical(shape, monkeypatch):
-    """The no-gradient path (reflected border samples gathered, no padded copy) against the padded
-    path and OpenCV, every size parity, the smallest sizes and 3D."""
-    import napari_uspmie.metric.pyramid as pyramid
-
+def test_pyr_down_at_every_size_parity(shape):
+    """The reference pyrDown against OpenCV (2D) or scipy's reflect-101 (3D), every size parity, the
+    smallest sizes; its gradient flows (the loss's path)."""
     x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    monkeypatch.setattr(pyramid, "NO_PAD_MIN_ELEMENTS", 1 << 62)
-    padded = pyr_down(x)
-    monkeypatch.setattr(pyramid, "NO_PAD_MIN_ELEMENTS", 0)
-    assert torch.equal(pyr_down(x), padded)
-    out = torch.full_like(padded, float("nan"))
-    assert pyr_down(x, out=out) is out and torch.equal(out, padded)
-    if x.ndim == 4:
-        np.testing.assert_allclose(padded[0, 0].numpy(), cv2.pyrDown(x[0, 0].numpy()), rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="expected"):
-        pyr_down(x, out=torch.empty(1))
-    with pytest.raises(ValueError, match="no gradients"):
-        pyr_down(x.clone().requires_grad_(), out=out)
+    down = pyr_down(x)
+    taps = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    for b in range(shape[0]):
+        for c in range(shape[1]):
+            plane = x[b, c].numpy()
+            if x.ndim == 4:
+                expected = cv2.pyrDown(plane)
+            else:
+                expected = plane
+                for axis in range(plane.ndim):  # scipy's "mirror" is OpenCV's reflect-101
+                    expected = ndimage.correlate1d(expected, taps, axis=axis, mode="mirror")
+                expected = expected[::2, ::2, ::2]
+            np.testing.assert_allclose(down[b, c].numpy(), expected, rtol=0, atol=1e-12)
     grad = x.clone().requires_grad_()
-    pyr_down(grad).sum().backward()  # the loss's path keeps its gradients
+    pyr_down(grad).sum().backward()
     assert grad.grad is not None

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from napari_uspmie.models.networks import PatchDiscriminator, ResnetGenerator, VGG19Features, make_norm
-from tests.io_factories import SHIPPED
 
 
 def n_params(net: nn.Module) -> int:
@@ -34,10 +33,11 @@ def test_generator_keeps_size_and_range(channels, size):
     assert float(y.abs().max()) <= 1.0  # tanh head
 
 
-def test_compact_shipped_architecture():
-    g = ResnetGenerator(**SHIPPED)
+def test_compact_shipped_architecture(shipped_architecture):
+    g = ResnetGenerator(**shipped_architecture)
+    channels_in, channels_out = shipped_architecture["in_channels"], shipped_architecture["out_channels"]
     with torch.no_grad():
-        assert g(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 128, 128)
+        assert g(torch.zeros(1, channels_in, 128, 128)).shape == (1, channels_out, 128, 128)
     assert n_params(g) < 1_000_000  # a few MB as a float32 state dict
 
 

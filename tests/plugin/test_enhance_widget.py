@@ -10,7 +10,6 @@ import torch
 from skimage import data, transform
 
 from napari_uspmie.models.networks import ResnetGenerator
-from tests.io_factories import SHIPPED
 from tests.plugin.napari_helpers import notification_messages
 
 pytestmark = pytest.mark.gui
@@ -161,8 +160,8 @@ def test_enhance_rgb_and_3d(make_napari_viewer, qtbot, tiny_checkpoint):
     _assert_same_geometry(result, source)
 
 
-def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tmp_path, notifications):
-    checkpoint = save_checkpoint(tmp_path / "model.pt", SHIPPED)
+def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tmp_path, notifications, shipped_architecture):
+    checkpoint = save_checkpoint(tmp_path / "model.pt", shipped_architecture)
     viewer = make_napari_viewer()
     volume = np.random.default_rng(1).random((48, 192, 192)).astype(np.float32)
     source = viewer.add_image(volume, name="big")

@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 from napari_uspmie.models.networks import ResnetGenerator
-from tests.training.test_train_bundle import CONFIGS, _env
-from tests.unpaired_data import tiny_overrides, write_unpaired_dataset
+from tests.unpaired_data import CONFIGS, offline_env, tiny_overrides, write_unpaired_dataset
 
 
 def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
@@ -23,7 +22,7 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
         "--dataset_dir", str(dataset), "--run_dir", str(tmp_path / "run"),
         "--n_epochs", "1", "--n_epochs_decay", "0", "--perceptual_loss", "lassim",
     ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     # Both ranks trained (the gloo process group worked) ...
@@ -36,3 +35,5 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(tmp_path):
     generator = ResnetGenerator(**json.loads((models / "model_config.json").read_text()))
     generator.load_state_dict(torch.load(models / "model.pt", weights_only=True))
     assert len(list((tmp_path / "run" / "logs" / "samples").glob("epoch_0001_*.png"))) == 2
+    # Only rank 0 built the TensorBoard handlers: one event file for training, one for validation.
+    assert len(list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))) == 2

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import torch
 from monai.bundle import ConfigParser
 
 from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.models.networks import ResnetGenerator
 from napari_uspmie.research.mri_dataset import build_mri_dataset
 from napari_uspmie.training.data import check_training_sizes
 
-CONFIGS = [str(bundle_path() / "configs" / f) for f in ("train.json", "train_compact.json")]
+COMPACT_CONFIGS = [str(bundle_path() / "configs" / f) for f in ("train.json", "train_compact.json")]
 
 
 def _merged() -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(CONFIGS)
+    parser.read_config(COMPACT_CONFIGS)
     return parser
 
 
-def test_compact_override_matches_the_shipped_architecture():
+def test_compact_override_matches_the_shipped_architecture(shipped_architecture):
     parser = _merged()
     kwargs = parser.get_parsed_content("generator_kwargs")
-    shipped = json.loads((bundle_path() / "models" / "model_config.json").read_text())
-    assert dict(kwargs) == shipped
+    assert dict(kwargs) == shipped_architecture
     infer = ConfigParser()
     infer.read_config(str(bundle_path() / "configs" / "inference.json"))
     net = infer.get_parsed_content("network_def")
@@ -34,11 +33,11 @@ def test_compact_override_matches_the_shipped_architecture():
     assert check_training_sizes(parser["load_size"], parser["patch_size"], parser["level"], "lassim")
     # train.json itself keeps the paper's defaults.
     base = ConfigParser()
-    base.read_config(CONFIGS[0])
+    base.read_config(COMPACT_CONFIGS[0])
     assert base["ngf"] == 64 and base["n_blocks"] == 9 and base["perceptual_loss"] == "vgg19"
 
 
-def test_compact_training_runs_on_the_mri_dataset(tmp_path):
+def test_compact_training_runs_on_the_mri_dataset(tmp_path, shipped_architecture):
     from monai.bundle import run
 
     data = tmp_path / "data"
@@ -48,7 +47,7 @@ def test_compact_training_runs_on_the_mri_dataset(tmp_path):
             extra.unlink()
     shutil.rmtree(data / "heldout")
     run(
-        config_file=CONFIGS,
+        config_file=COMPACT_CONFIGS,
         bundle_root=str(bundle_path()),
         dataset_dir=str(data),
         ckpt_dir=str(tmp_path / "models"),
@@ -58,4 +57,6 @@ def test_compact_training_runs_on_the_mri_dataset(tmp_path):
         device="$torch.device('cpu')",
     )
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert state["model.1.weight"].shape == (16, 1, 7, 7)
+    first_conv = (shipped_architecture["ngf"], shipped_architecture["in_channels"], 7, 7)
+    assert state["model.1.weight"].shape == first_conv
+    ResnetGenerator(**shipped_architecture).load_state_dict(state)  # the shipped architecture, every layer
