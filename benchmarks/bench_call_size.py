@@ -11,31 +11,22 @@ gains) and the best measured size / the picked size (how close the rule comes to
 
 Run from the repository root::
 
-    python benchmarks/bench_call_size.py            # full run, writes docs/benchmarks_call_size.md
-    python benchmarks/bench_call_size.py --quick    # a tiny network, for CI
+    python -m benchmarks.bench_call_size            # full run, writes docs/benchmarks_call_size.md
+    python -m benchmarks.bench_call_size --quick    # a tiny network, for CI
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_enhance import (  # noqa: E402
-    MODELS,
-    bench_device,
-    best_interleaved,
-    can_compile,
-    make_network,
-    network_bench_parser,
-)
-from machine import load_note, machine_info  # noqa: E402
-
-from napari_uspmie.inference.enhancer import compile_network  # noqa: E402
-from napari_uspmie.inference.inferer import pixels_per_call  # noqa: E402
+from benchmarks.bench_enhance import MODELS, bench_device, can_compile, make_network, network_bench_parser
+from benchmarks.pages import call_size_page, call_size_row, command, write_page
+from benchmarks.timing import time_calls
+from napari_uspmie.inference.enhancer import compile_network
+from napari_uspmie.inference.inferer import pixels_per_call
 
 # (model, image side, images in the batch)
 FULL_CASES = [("shipped", 512, 8), ("shipped", 256, 16), ("paper", 256, 4)]
@@ -71,43 +62,15 @@ def bench_case(model: str, side: int, images: int, mode: str, device: torch.devi
     sizes = call_sizes(images)
     for k in sizes:
         run(k)  # compiles each shape once; warms the allocator
-    best = best_interleaved({k: (lambda k=k: run(k)) for k in sizes}, repeats, device)
-    per_image = {k: best[k] / images for k in sizes}
+    times = time_calls({str(k): (lambda k=k: run(k)) for k in sizes}, repeats, device, warmup=0)
+    per_image = {k: min(times[str(k)]) / images for k in sizes}
     picked = picked_size(net, side, images, device)
     row = {"model": model, "side": side, "images": images, "mode": mode, "picked": picked}
     row |= {"per_image_s": {str(k): v for k, v in per_image.items()}}
     row |= {"whole_over_picked": per_image[images] / per_image[picked]}
     row |= {"best_over_picked": min(per_image.values()) / per_image[picked]}
-    print(_row_text(row), flush=True)
+    print(call_size_row(row), flush=True)
     return row
-
-
-def _row_text(r: dict) -> str:
-    times = " / ".join(f"{k}: {1000 * v:.1f}" for k, v in r["per_image_s"].items())
-    return (
-        f"| {r['model']} | {r['images']} x {r['side']}x{r['side']} | {r['mode']} | {times} | {r['picked']} | "
-        f"**{r['whole_over_picked']:.2f}x** | {r['best_over_picked']:.2f} |"
-    )
-
-
-def markdown(rows: list[dict], command: str, device: torch.device) -> str:
-    info = ", ".join(f"{k} {v}" for k, v in machine_info().items())
-    lines = [
-        "# Images per network call",
-        "",
-        f"Command: `{command}`. Device: {device}. Machine: {info}; {load_note()}.",
-        "",
-        "The bare network on a ready tensor, the batch run as calls of 1, 2, 4, ... images (best of",
-        "interleaved rounds; compiled: `compile_network`, after compiling each shape). `picked`: the",
-        "images per call the enhancer runs on this device (`pixels_per_call`); `whole / picked`: time of",
-        "one call of the whole batch over the picked size (above 1: cutting the batch gains); `best /",
-        "picked`: the best measured size over the picked one (1.00: the rule found the best).",
-        "",
-        "| model | batch | mode | ms per image, by images per call | picked | whole / picked | best / picked |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [_row_text(r) for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,12 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     for model, side, images in QUICK_CASES if args.quick else FULL_CASES:
         for mode in modes:
             rows.append(bench_case(model, side, images, mode, device, 1 if args.quick else 3))
-    command = "python benchmarks/bench_call_size.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks_call_size.md").write_text(markdown(rows, command.strip(), device))
-    (out / "benchmarks_call_size.json").write_text(json.dumps({"device": str(device), "rows": rows}, indent=1))
-    print(f"wrote {out / 'benchmarks_call_size.md'}")
+    text = call_size_page(rows, command("bench_call_size", argv if argv is not None else sys.argv[1:]), device)
+    page = Path(args.out) / "benchmarks_call_size.md"
+    write_page(page, text, {"device": str(device), "rows": rows})
+    print(f"wrote {page}")
     return 0
 
 

@@ -20,8 +20,8 @@ adds. A second table times single inference techniques on the bare network.
 
 Run from the repository root::
 
-    python benchmarks/bench_enhance.py             # full run, writes docs/benchmarks_enhance.md
-    python benchmarks/bench_enhance.py --quick     # a tiny network, for CI
+    python -m benchmarks.bench_enhance             # full run, writes docs/benchmarks_enhance.md
+    python -m benchmarks.bench_enhance --quick     # a tiny network, for CI
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import copy
 import functools
-import json
 import shutil
 import sys
 import time
@@ -40,15 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flops import conv_flops  # noqa: E402
-from machine import PeakMemory, load_note, machine_info, matmul_gflops  # noqa: E402
-
-from napari_uspmie.inference.checkpoint import shipped_architecture  # noqa: E402
-from napari_uspmie.inference.enhancer import Enhancer, compile_network  # noqa: E402
-from napari_uspmie.inference.precision import autocast_for  # noqa: E402
-from napari_uspmie.inference.winograd import to_winograd  # noqa: E402
-from napari_uspmie.models.networks import ResnetGenerator  # noqa: E402
+from benchmarks.flops import conv_flops
+from benchmarks.machine import PeakMemory, matmul_gflops
+from benchmarks.pages import command, enhance_page, enhance_row, write_page
+from benchmarks.timing import time_calls
+from napari_uspmie.inference.checkpoint import shipped_architecture
+from napari_uspmie.inference.enhancer import Enhancer, compile_network
+from napari_uspmie.inference.precision import autocast_for
+from napari_uspmie.inference.winograd import to_winograd
+from napari_uspmie.models.networks import ResnetGenerator
 
 MODELS = {
     "shipped": shipped_architecture(),
@@ -97,24 +96,6 @@ def eager_forward(net: torch.nn.Module, x: torch.Tensor, batch: int, device: tor
             net(x[start : start + batch].to(device)).cpu()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def best_interleaved(sides: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Best seconds of each side over ``repeats`` rounds, the sides run in turn each round."""
-    best = {k: float("inf") for k in sides}
-    for _ in range(repeats):
-        for k, fn in sides.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
-
-
 def can_compile(device: torch.device) -> bool:
     """Inductor builds C++ kernels on CPU (g++) and Triton kernels on CUDA."""
     return device.type == "cuda" or shutil.which("g++") is not None
@@ -148,7 +129,7 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
             with PeakMemory(str(device)) as mem:
                 fn()
             memory[k] = mem.extra_mb
-        best = best_interleaved(sides, repeats, device)
+        best = {k: min(t) for k, t in time_calls(sides, repeats, device, warmup=0).items()}
         with torch.no_grad():
             probe = x[:batch].to(device)
             reference = net(probe)
@@ -164,31 +145,8 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
         row |= {"gflop": flops / 1e9, "gflop_executed": executed / 1e9}
         row |= {"peak": peaks["float32"], "peak_bf16": peaks["bfloat16"]}
         rows.append(row)
-        print(_row_text(row), flush=True)
+        print(enhance_row(row), flush=True)
     return rows
-
-
-def _row_text(r: dict) -> str:
-    frac = {k: r["gflop"] / r[f"{k}_s"] / r["peak"] for k in ("eager", "compiled")}
-    return (
-        f"| {r['model']} | {r['case']} | {r['eager_s']:.3f} | {r['enhance_s']:.3f} | {r['compiled_s']:.3f} | "
-        f"**{r['eager_s'] / r['compiled_s']:.2f}x** | {r['eager_s'] / r['enhance_s']:.2f}x | "
-        f"{r['images'] / r['compiled_s']:.1f} | {r['gflop']:.1f} | {100 * frac['eager']:.0f}% | "
-        f"{100 * frac['compiled']:.0f}% | {r['gflop_executed']:.1f} / "
-        f"{100 * r['gflop_executed'] / r['compiled_s'] / r['peak']:.0f}% | "
-        f"{r['eager_mb']:.0f} / {r['enhance_mb']:.0f} / {r['compiled_mb']:.0f} | "
-        f"{r['first_call']:.1f} | {r['diff']:.1e} |"
-    )
-
-
-def _bf16_row_text(r: dict) -> str:
-    fraction = 100 * r["gflop"] / r["bf16_s"] / r["peak_bf16"]
-    return (
-        f"| {r['model']} | {r['case']} | {r['eager_s']:.3f} | {r['bf16_s']:.3f} | "
-        f"**{r['eager_s'] / r['bf16_s']:.2f}x** | {r['images'] / r['bf16_s']:.1f} | {fraction:.0f}% | "
-        f"{r['bf16_mb']:.0f} | "
-        f"{r['bf16_diff_mean']:.1e} / {r['bf16_diff_max']:.1e} |"
-    )
 
 
 @contextlib.contextmanager
@@ -246,7 +204,7 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
             out = run()
         diffs[name] = float((out.float() - reference).abs().max())
         runs[name] = run
-    best = best_interleaved(runs, repeats, device)
+    best = {k: min(t) for k, t in time_calls(runs, repeats, device, warmup=0).items()}
     base = best["eager fp32, no_grad (baseline)"]
     rows = []
     for name in runs:
@@ -256,73 +214,6 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
         )
         print(f"{model} {name}: {best[name]:.3f} s ({base / best[name]:.2f}x), diff {diffs[name]:.1e}", flush=True)
     return rows
-
-
-def markdown(
-    rows: list[dict], trial_rows: list[dict], peaks: dict[str, float], command: str, quick: bool, device: torch.device
-) -> str:
-    described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
-    peak, peak_bf16 = peaks["float32"], peaks["bfloat16"]
-    lines = [
-        "# Enhancement benchmark",
-        "",
-        f"Command: `{command}`. Machine: {described}; measured matmul **{peak:.0f} GFLOP/s** in float32 and",
-        f"**{peak_bf16:.0f} GFLOP/s** in bfloat16 (best 2048x2048 product); {load_note()}."
-        + (" Quick mode: tiny network, not for quoting." if quick else ""),
-        "" if can_compile(device) else "No C++ compiler (g++) on this machine: the `compiled` column ran eager.",
-        "",
-        "Seconds per case, best of interleaved runs after a warm-up (compiled: after its compilation, whose",
-        "first call is reported apart). `eager` is the plain fp32 forward on a ready tensor (the baseline);",
-        "`enhance` and `compiled` are `Enhancer.enhance` on numpy arrays (uint8 photographs, int16 volume)",
-        "with the eager or the compiled network (`compile=True`: Inductor, frozen weights and, on CPU in",
-        "float32, the 3x3 residual convolutions by Winograd F(4x4, 3x3)). Speedup = eager / compiled (above",
-        "1: faster); `enhance x` = eager / enhance. GFLOP: convolutions of the case, counted from the layer",
-        "shapes as direct convolutions (the paper generator: 99.1 GFLOP per 256x256 RGB image). `% peak`:",
-        "GFLOP / seconds / measured matmul GFLOP/s, for the network alone (eager) and for the whole compiled",
-        "enhancement (effective: Winograd does a quarter of the 3x3 layers' multiplications); `GFLOP run / %",
-        "peak`: the arithmetic the compiled network actually runs (Winograd layers: tile transforms and",
-        "channel products) and its fraction of the matmul peak. Peak memory: what",
-        "one call adds to the process (resident set; CUDA: allocated). `diff`: largest difference between",
-        "the compiled and the eager network outputs on the case's first batch (outputs in [-1, 1]).",
-        "",
-        "| model | case | eager (s) | enhance (s) | compiled (s) | speedup | enhance x | images / s | GFLOP "
-        "| % peak eager | % peak compiled | compiled: GFLOP run / % peak | peak MiB eager / enhance / compiled "
-        "| first call (s) | diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [_row_text(r) for r in rows]
-    lines += [
-        "",
-        "## bfloat16 (opt-in: `bf16=True`, `--bf16`, the widget's bfloat16 box)",
-        "",
-        "`Enhancer(compile=True, bf16=True).enhance` on the same arrays: bfloat16 autocast (float32 norms",
-        "and output), compiled. Speedup against the same eager float32 baseline; `% bf16 peak`: GFLOP /",
-        "seconds / measured bfloat16 matmul GFLOP/s. `diff`: mean / largest difference from the float32",
-        "network's output on the case's first batch (outputs in [-1, 1]; one 8-bit grey level is 0.0078).",
-        "Random weights; the shipped weights on brain MRI differ by 0.1 grey level on average",
-        "(`tests/test_enhance.py::test_bf16_enhancement_is_close_to_float32`).",
-        "",
-        "| model | case | eager fp32 (s) | bf16 compiled (s) | speedup | images / s | % bf16 peak | peak MiB "
-        "| diff mean / max |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [_bf16_row_text(r) for r in rows]
-    lines += [
-        "",
-        "## Single techniques on the bare network",
-        "",
-        "The network alone on a ready tensor (shape in the table), best of interleaved runs; speedup",
-        "against eager fp32 `no_grad`; `diff` against its output; setup = conversion or compilation time.",
-        "",
-        "| model | input | variant | seconds | speedup | diff | setup (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['model']} | {r['shape']} | {r['variant']} | {r['seconds']:.3f} | {r['speedup']:.2f}x | "
-        f"{r['diff']:.1e} | {r['setup']:.1f} |"
-        for r in trial_rows
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def network_bench_parser(description: str, report: str) -> argparse.ArgumentParser:
@@ -357,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     for model, model_cases in cases.items():
         rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peaks)
         trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device))
-    command = "python benchmarks/bench_enhance.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmarks_enhance.md").write_text(markdown(rows, trial_rows, peaks, command.strip(), args.quick, device))
+    text = enhance_page(
+        rows,
+        trial_rows,
+        peaks,
+        command("bench_enhance", argv if argv is not None else sys.argv[1:]),
+        args.quick,
+        can_compile(device),
+    )
     summary = {
         "matmul_gflops": peaks["float32"],
         "matmul_gflops_bf16": peaks["bfloat16"],
@@ -368,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "trials": trial_rows,
     }
-    (out / "benchmarks_enhance.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {out / 'benchmarks_enhance.md'}")
+    write_page(Path(args.out) / "benchmarks_enhance.md", text, summary)
+    print(f"wrote {Path(args.out) / 'benchmarks_enhance.md'}")
     return 0
 
 

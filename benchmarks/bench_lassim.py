@@ -9,8 +9,8 @@ box blur), so neither side is served from a cache the other side cannot use.
 
 Run from the repository root::
 
-    python benchmarks/bench_lassim.py            # full run, writes docs/benchmarks_lassim.md
-    python benchmarks/bench_lassim.py --quick    # a few seconds, for CI
+    python -m benchmarks.bench_lassim            # full run, writes docs/benchmarks_lassim.md
+    python -m benchmarks.bench_lassim --quick    # a few seconds, for CI
 
 Needs the test extras (``opencv-python-headless``, ``scikit-image``). Timings are the best
 of a few rounds (the least disturbed by other processes). ``--threads`` applies to both
@@ -20,10 +20,7 @@ torch and OpenCV; by default both keep their own defaults (all cores).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -31,43 +28,16 @@ import numpy as np
 import torch
 from skimage import data
 
+from benchmarks.machine import PeakMemory
+from benchmarks.pages import LASSIM_HEADER, command, lassim_page, lassim_row, write_page
+from benchmarks.timing import time_calls
 from napari_uspmie import lassim
-
-# The paper's reference pipeline lives once, with the tests that hold us to it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import PeakMemory, load_note, machine_info  # noqa: E402
-
-from tests.reference import reference_lassim  # noqa: E402
+from tests.reference import reference_lassim  # the paper's pipeline lives once, with the tests held to it
 
 SIZES = ((272, 480), (1024, 1024))
 BATCHES = (1, 16)
 DTYPES = (torch.float64, torch.float32)
 LEVEL, MAX_LEVEL = 3, 5
-
-
-def _seconds_per_call(fn: Callable[[], object], min_seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
-def best_times(fns: list[Callable[[], object]], rounds: int, min_seconds: float) -> list[float]:
-    """Best seconds per call of each function, timed in alternation round after round.
-
-    Alternating keeps the ratio fair when the machine's load drifts (shared CPUs).
-    """
-    for fn in fns:
-        fn()  # warm-up: allocator, lazy initialisation, CUDA kernels
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            best[i] = min(best[i], _seconds_per_call(fn, min_seconds))
-    return best
 
 
 def make_pair(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +52,7 @@ def _batch(image: np.ndarray, batch: int, device: str, dtype: torch.dtype) -> to
 
 
 def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> list[dict]:
+    """One row per size, batch, device and dtype: both sides' time and memory per pair, our score's error."""
     rows: list[dict] = []
     batches = (1, 2) if quick else BATCHES
     for height, width in SIZES:
@@ -101,17 +72,14 @@ def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> lis
                     p_t = _batch(pred, batch, device, dtype)
                     r_t = _batch(ref, batch, device, dtype)
 
-                    def ours(p_t=p_t, r_t=r_t, device=device):
-                        out = lassim(p_t, r_t, level=LEVEL, max_level=MAX_LEVEL)
-                        if device == "cuda":
-                            torch.cuda.synchronize()
-                        return out
+                    def ours(p_t=p_t, r_t=r_t):
+                        return lassim(p_t, r_t, level=LEVEL, max_level=MAX_LEVEL)
 
                     scores = ours()
                     with PeakMemory(device) as mem:
                         ours()
-                    ref_s, ours_s = best_times([reference, ours], rounds, min_seconds)
-                    ms, ref_ms = 1e3 * ours_s / batch, 1e3 * ref_s / batch
+                    times = time_calls({"reference": reference, "ours": ours}, rounds, device, min_seconds)
+                    ms, ref_ms = 1e3 * min(times["ours"]) / batch, 1e3 * min(times["reference"]) / batch
                     rows.append(
                         {
                             "size": f"{height}x{width}",
@@ -127,57 +95,8 @@ def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> lis
                             "max_abs_diff": float((scores.double().cpu() - ref_score).abs().max()),
                         }
                     )
-                    print(_row_text(rows[-1]), flush=True)
+                    print(lassim_row(rows[-1]), flush=True)
     return rows
-
-
-HEADER = (
-    "| size (HxW) | batch | device | dtype | ours (ms/pair) | reference (ms/pair) | speedup | pairs / s "
-    "| peak MiB ours / reference | max abs diff |"
-)
-
-
-def _row_text(row: dict) -> str:
-    return (
-        f"| {row['size']} | {row['batch']} | {row['device']} | {row['dtype']} | {row['ours_ms']:.2f} | "
-        f"{row['ref_ms']:.2f} | **{row['speedup']:.2f}x** | {row['pairs_s']:.0f} | "
-        f"{row['ours_mb']:.0f} / {row['ref_mb']:.0f} | {row['max_abs_diff']:.1e} |"
-    )
-
-
-def markdown(rows: list[dict], threads: str, quick: bool, command: str) -> str:
-    described = ", ".join(f"{k} {v}" for k, v in machine_info().items())
-    lines = [
-        "# LaSSIM benchmark",
-        "",
-        "Time per image pair (RGB, level 3 of a 5-level pyramid) of `napari_uspmie.lassim` on a batch, against the",
-        "paper's reference pipeline (scikit-image `rgb2gray`, OpenCV `pyrDown`/`pyrUp`, scikit-image",
-        "`structural_similarity`, float64), which scores the same distinct pairs one at a time. Speedup =",
-        "reference time / our time (above 1: ours is faster). Peak memory: what one call adds to the process",
-        "(the reference: one pass over the batch). The last column is the largest difference from the",
-        "reference score.",
-        "",
-        f"Command: `{command}`. Threads: {threads}. Machine: {described}; OpenCV {cv2.__version__}; {load_note()}.",
-        "Quick mode: one round, batches 1 and 2; not for quoting."
-        if quick
-        else "Best of 5 rounds of >= 0.5 s each, ours and the reference timed in alternation.",
-        "",
-        HEADER,
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [_row_text(row) for row in rows]
-    lines += [
-        "",
-        "Reading the table: float32 is the speed path (the default for anything but float64 input; scores",
-        "within about 1e-7 of the reference), float64 the exact path (1e-15). On a CPU, large float32 batches",
-        "run the first pyramid levels as depthwise convolutions on pieces of the batch: the luma is taken inside",
-        "the first row pass (each RGB image is read once, no full-size gray image is written) and the column",
-        "passes run last, on images 8 times shorter; the coarser levels and SSIM run on the whole batch at once.",
-        "Single small pairs keep the plain path (luma, then shifted-view sums), where a convolution call costs",
-        "more than it saves. We build only the levels the band needs; the reference's OpenCV `pyrDown` is one",
-        "fused SIMD pass per level, but it builds every level and band, the full-resolution band included.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = f"torch {torch.get_num_threads()}, OpenCV {cv2.getNumThreads()} (scikit-image: 1)"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
     rounds, min_seconds = (1, 0.0) if args.quick else (5, 0.5)
-    print(HEADER)
+    print(LASSIM_HEADER)
     rows = run(args.quick, devices, rounds, min_seconds)
-    command = "python benchmarks/bench_lassim.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = markdown(rows, threads, args.quick, command.strip())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"threads": threads, "rows": rows}, indent=1))
+    argv = argv if argv is not None else sys.argv[1:]
+    write_page(
+        args.out,
+        lassim_page(rows, threads, args.quick, command("bench_lassim", argv)),
+        {"threads": threads, "rows": rows},
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -9,25 +9,24 @@ faster), peak memory (resident set on CPU, ``max_memory_allocated`` on CUDA).
 
 Usage::
 
-    python benchmarks/bench_train.py            # paper size (RGB, ngf 64, 9 blocks, 256x256) and compact
-    python benchmarks/bench_train.py --quick    # tiny sizes, seconds; CI smoke run
+    python -m benchmarks.bench_train            # paper size (RGB, ngf 64, 9 blocks, 256x256) and compact
+    python -m benchmarks.bench_train --quick    # tiny sizes, seconds; CI smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import peak_rss_mb
+from benchmarks.pages import command, training_page, write_page
+from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
 
 CASES = {
@@ -42,12 +41,11 @@ CASES = {
     ),
     "tiny": ({"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2}, 8, 64, "lassim", 2),
 }
+REPO = Path(__file__).resolve().parents[1]  # the children run as modules from the repository root
 
 
 def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
 
 
 def _setup(case: str, device: torch.device):
@@ -116,16 +114,6 @@ def _make_eager(setup, device: torch.device):
     return lambda: _eager_step(nets, perceptual, opt_g, opt_d, pools, batch, device)
 
 
-def _timed(step, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t
-
-
 def run_timing(case: str, repeats: int, device_name: str) -> dict:
     """Both methods in one process, iterations interleaved, so that load drifts hit both alike."""
     device = torch.device(device_name)
@@ -133,12 +121,8 @@ def run_timing(case: str, repeats: int, device_name: str) -> dict:
         "trainer": _make_trainer(_setup(case, device), device).run,
         "eager": _make_eager(_setup(case, device), device),
     }
-    for step in steps.values():
-        _timed(step, device)  # warm-up: allocator, oneDNN/cuDNN kernels, Adam state
-    times: dict[str, list[float]] = {"trainer": [], "eager": []}
-    for i in range(repeats):
-        for method in ("trainer", "eager") if i % 2 == 0 else ("eager", "trainer"):
-            times[method].append(_timed(steps[method], device))
+    # One warm-up each (allocator, oneDNN/cuDNN kernels, Adam state); the order flips every iteration.
+    times = time_calls(steps, repeats, device, alternate=True)
     return {m: {"seconds": statistics.median(t), "all_seconds": t} for m, t in times.items()}
 
 
@@ -155,64 +139,9 @@ def run_memory(case: str, method: str, device_name: str) -> dict:
 
 
 def _in_subprocess(*args) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(list(args))]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", json.dumps(list(args))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
-    return f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def write_report(results: list[dict], device: str, path: Path, command: str, repeats_note: str) -> str:
-    lines = [
-        "# Training iteration benchmark",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {_machine(device)}; device `{device}`.",
-        "",
-        "One full LaMEGAN iteration (both cycles, generator step with the Laplacian perceptual loss, both",
-        "discriminators with image pools). `trainer` is the bundle's `CycleGANTrainer` (an Ignite engine run",
-        "per iteration); `eager` is a hand-written CycleGAN step over identical networks. Times: median over",
-        f"{repeats_note}, both methods in one process with iterations interleaved (so load drift on a",
-        "shared machine hits both alike), after one warm-up each; ratio = eager / trainer (> 1: trainer faster).",
-        "Both run the same tensor operations, so the ratio measures the engine's overhead; `range` shows how much",
-        "single iterations vary on this machine. On CUDA the trainer uses AMP (the bundle default), eager fp32.",
-        "Peak memory: each method alone in a fresh process for its first iteration (which also allocates",
-        "Adam's state): resident set on CPU (`before` = after imports, networks and batch; `iteration` = peak -",
-        "before), `torch.cuda.max_memory_allocated` on CUDA.",
-        "",
-        "| case | networks | patch | method | s / it | range (s) | ratio | peak (MB) | before (MB) | iteration (MB) |",
-        "|------|----------|-------|--------|--------|-----------|-------|-----------|-------------|----------------|",
-    ]
-    for r in results:
-        gen, ndf, patch, kind, _ = CASES[r["case"]]
-        nets = f"{gen['in_channels']}ch ngf {gen['ngf']} / {gen['n_blocks']} blocks, ndf {ndf}, {kind}"
-        ratio = r["eager"]["seconds"] / r["trainer"]["seconds"]
-        for method in ("trainer", "eager"):
-            m = r[method]
-            shown = f"{ratio:.2f}" if method == "trainer" else ""
-            lines.append(
-                f"| {r['case']} | {nets} | {patch} | {method} | {m['seconds']:.3f} "
-                f"| {min(m['all_seconds']):.3f}-{max(m['all_seconds']):.3f} | {shown} | {m['peak_mb']:.0f} "
-                f"| {m['before_mb']:.0f} | {m['peak_mb'] - m['before_mb']:.0f} |"
-            )
-    text = "\n".join(lines) + "\n"
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        summary = {"device": device, "threads": torch.get_num_threads(), "results": results}
-        path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     on_cpu = not args.device.startswith("cuda")
     out = args.out
     if out is None and not args.quick:
-        out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_training.md"
+        out = REPO / "docs" / "benchmarks_training.md"
     results = []
     notes = []
     for case in cases:
@@ -249,8 +178,18 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         results.append(row)
-    command = "python " + " ".join(["benchmarks/bench_train.py", *(argv if argv is not None else sys.argv[1:])])
-    print(write_report(results, args.device, out, command, "timed iterations: " + ", ".join(notes)))
+    networks = {}
+    for case in cases:
+        gen, ndf, patch, kind, _ = CASES[case]
+        networks[case] = (
+            f"{gen['in_channels']}ch ngf {gen['ngf']} / {gen['n_blocks']} blocks, ndf {ndf}, {kind}",
+            patch,
+        )
+    quoted = command("bench_train", argv if argv is not None else sys.argv[1:])
+    text = training_page(results, args.device, quoted, "timed iterations: " + ", ".join(notes), networks)
+    print(text)
+    if out is not None:
+        write_page(out, text, {"device": args.device, "threads": torch.get_num_threads(), "results": results})
     return 0
 
 

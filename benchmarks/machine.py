@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
 import torch
 
-__all__ = ["machine_info", "matmul_gflops", "timeit", "peak_rss_mb", "PeakMemory", "load_note"]
+from benchmarks.timing import time_calls
 
-
-def timeit(fn, repeats: int = 5, warmup: int = 1, sync_cuda: bool = False) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if sync_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+__all__ = ["machine_info", "matmul_gflops", "peak_rss_mb", "PeakMemory", "load_note"]
 
 
 def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -36,9 +20,7 @@ def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5, dtype: t
     """
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    cuda = device == "cuda"
-    timeit(lambda: a @ b, repeats=1, warmup=1, sync_cuda=cuda)
-    best = min(timeit(lambda: a @ b, repeats=1, warmup=0, sync_cuda=cuda) for _ in range(repeats))
+    best = min(time_calls({"matmul": lambda: a @ b}, repeats, device)["matmul"])
     return 2 * n**3 / best / 1e9
 
 

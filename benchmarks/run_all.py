@@ -1,15 +1,15 @@
 """Run every benchmark in one go and gather the reports into one Markdown page.
 
-    python benchmarks/run_all.py --out docs            # full run, writes docs/benchmarks.md
-    python benchmarks/run_all.py --quick --out outputs/bench-quick   # CI: small sizes, keeps the code alive
+    python -m benchmarks.run_all --out docs                          # full run, writes docs/benchmarks.md
+    python -m benchmarks.run_all --quick --out outputs/bench-quick   # CI: small sizes, keeps the code alive
 
-Each benchmark measures its own baseline in the same run and reports ratios, so figures
-from different machines are comparable only as ratios: LaSSIM against the paper's OpenCV +
-scikit-image pipeline, enhancement against a plain eager fp32 forward (and the machine's
-measured matmul FLOP/s), images per network call against one call of the whole batch, time and
-memory against image size (a plot), a training iteration
-against a plain eager loop. The page opens with every performance target and whether this
-run met it (from the JSON each benchmark leaves beside its report).
+Run from the repository root. Each benchmark measures its own baseline in the same run and
+reports ratios, so figures from different machines are comparable only as ratios: LaSSIM
+against the paper's OpenCV + scikit-image pipeline, enhancement against a plain eager fp32
+forward (and the machine's measured matmul FLOP/s), images per network call against one call
+of the whole batch, time and memory against image size (a plot), a training iteration against
+a plain eager loop. The page opens with every performance target and whether this run met it
+(from the JSON each benchmark leaves beside its report).
 """
 
 from __future__ import annotations
@@ -20,19 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.machine import load_note, machine_info, matmul_gflops
+from benchmarks.targets import targets_table
 
-from machine import load_note, machine_info, matmul_gflops  # noqa: E402
-from targets import targets_table  # noqa: E402
-
-# (script, report file name, how the script takes its output location)
+# (module, report file name, how the module takes its output location)
 BENCHMARKS = [
-    ("bench_lassim.py", "benchmarks_lassim.md", "file"),
-    ("bench_enhance.py", "benchmarks_enhance.md", "folder"),
-    ("bench_call_size.py", "benchmarks_call_size.md", "folder"),
-    ("bench_scaling.py", "benchmarks_scaling.md", "folder"),
-    ("bench_train.py", "benchmarks_training.md", "file"),
+    ("bench_lassim", "benchmarks_lassim.md", "file"),
+    ("bench_enhance", "benchmarks_enhance.md", "folder"),
+    ("bench_call_size", "benchmarks_call_size.md", "folder"),
+    ("bench_scaling", "benchmarks_scaling.md", "folder"),
+    ("bench_train", "benchmarks_training.md", "file"),
 ]
 
 
@@ -44,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         "--collect", action="store_true", help="run nothing: gather the reports already in --out into benchmarks.md"
     )
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
 
     sections = []
     failed = []
-    for script, report, kind in BENCHMARKS:
-        target = args.out / report
-        cmd = [sys.executable, str(HERE / script), "--out", str(target if kind == "file" else args.out)]
+    for module, report, kind in BENCHMARKS:
+        target = out / report
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", "--out", str(target if kind == "file" else out)]
         if args.quick:
             cmd.append("--quick")
         returncode = 0
@@ -58,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {' '.join(cmd[1:])}", flush=True)
             t0 = time.perf_counter()
             returncode = subprocess.run(cmd, check=False).returncode
-            print(f"   {script}: exit {returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+            print(f"   {module}: exit {returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
         if returncode != 0 or not target.is_file():
-            failed.append(script)
+            failed.append(module)
             continue
         sections.append(target.read_text(encoding="utf-8"))
 
@@ -69,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     header = ["# Benchmarks", "", "Measured on:", ""]
     header += [f"- {k}: {v}" for k, v in info.items()]
     header += [f"- {load_note()}"]
-    header += ["", "Reproduce with `make bench` (`python benchmarks/run_all.py --out docs`).", ""]
-    if (args.out / "benchmarks_analysis.md").is_file():
+    header += ["", "Reproduce with `make bench` (`python -m benchmarks.run_all --out docs`).", ""]
+    if (out / "benchmarks_analysis.md").is_file():
         header += ["Why the figures are what they are, and what was tried: [analysis](benchmarks_analysis.md).", ""]
-    header += targets_table(args.out)
+    header += targets_table(out)
     if args.collect:
         header += [
             "The sections below were measured by their own scripts at other times (each states its",
@@ -80,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     page = "\n".join(header) + "\n" + "\n\n".join(s.strip() for s in sections) + "\n"
-    (args.out / "benchmarks.md").write_text(page, encoding="utf-8")
-    print(f"wrote {args.out / 'benchmarks.md'}")
+    (out / "benchmarks.md").write_text(page, encoding="utf-8")
+    print(f"wrote {out / 'benchmarks.md'}")
     if failed:
         print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
         return 1

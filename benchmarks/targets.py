@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["targets_table"]
+__all__ = ["target_row", "targets_table"]
 
 
 def _load(folder: Path, name: str) -> dict | None:
@@ -16,7 +16,8 @@ def _load(folder: Path, name: str) -> dict | None:
         return None
 
 
-def _row(what: str, case: str, value: float, unit: str, target: float) -> str:
+def target_row(what: str, case: str, value: float, unit: str, target: float) -> str:
+    """One line of the targets table: ``value`` against ``target`` (met when at least the target)."""
     met = "yes" if value >= target else "**no**"
     # A miss must not read as the target itself (1.4958 shown as 1.50).
     shown = f"{value:.2f}" if value >= target or f"{value:.2f}" != f"{target:.2f}" else f"{value:.3f}"
@@ -31,7 +32,7 @@ def _lassim_rows(data: dict) -> list[str]:
         target = 1.0 if r["batch"] == 1 else 3.0 if r["batch"] >= 16 else None
         if target is not None:
             case = f"{r['size']}, batch {r['batch']}, float32, threads {data['threads']}"
-            rows.append(_row("LaSSIM speedup over the reference", case, r["speedup"], "x", target))
+            rows.append(target_row("LaSSIM speedup over the reference", case, r["speedup"], "x", target))
     return rows
 
 
@@ -40,19 +41,19 @@ def _enhance_rows(data: dict) -> list[str]:
     for r in data["rows"]:
         case = f"{r['model']}: {r['case']}"
         rows.append(
-            _row("inference speedup over eager fp32 (compiled)", case, r["eager_s"] / r["compiled_s"], "x", 1.5)
+            target_row("inference speedup over eager fp32 (compiled)", case, r["eager_s"] / r["compiled_s"], "x", 1.5)
         )
         fraction = 100 * r["gflop"] / r["compiled_s"] / data["matmul_gflops"]
         what = "inference fraction of matmul FLOP/s (compiled; direct-convolution FLOPs)"
-        rows.append(_row(what, case, fraction, "%", 50))
+        rows.append(target_row(what, case, fraction, "%", 50))
     for r in data["rows"]:
         if "bf16_s" not in r or "matmul_gflops_bf16" not in data:
             continue
         case = f"{r['model']}: {r['case']} (mean diff {r['bf16_diff_mean']:.0e})"
         what = "opt-in bfloat16: speedup over eager fp32 (compiled)"
-        rows.append(_row(what, case, r["eager_s"] / r["bf16_s"], "x", 1.5))
+        rows.append(target_row(what, case, r["eager_s"] / r["bf16_s"], "x", 1.5))
         fraction = 100 * r["gflop"] / r["bf16_s"] / data["matmul_gflops_bf16"]
-        rows.append(_row("opt-in bfloat16: fraction of bfloat16 matmul FLOP/s", case, fraction, "%", 50))
+        rows.append(target_row("opt-in bfloat16: fraction of bfloat16 matmul FLOP/s", case, fraction, "%", 50))
     return rows
 
 
@@ -63,7 +64,7 @@ def _train_rows(data: dict) -> list[str]:
     for r in data["results"]:
         ratio = r["eager"]["seconds"] / r["trainer"]["seconds"]
         what = "training iteration, eager time / trainer time (parity within 5% noise)"
-        rows.append(_row(what, r["case"], ratio, "x", 0.95))
+        rows.append(target_row(what, r["case"], ratio, "x", 0.95))
     return rows
 
 

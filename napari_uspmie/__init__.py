@@ -28,7 +28,7 @@ _LAZY = {
     "load_enhancer": "napari_uspmie.inference.enhancer",
     "read_image": "napari_uspmie.io.readers",
     "write_like": "napari_uspmie.io.writers",
-    "bundle_path": "napari_uspmie.bundle.location",
+    "bundle_path": "napari_uspmie.io.packaged_data",
 }
 
 __all__ = ["__version__", *_LAZY]

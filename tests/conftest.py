@@ -67,6 +67,6 @@ def config_workflow() -> Callable[..., Any]:
 def shipped_architecture() -> dict[str, Any]:
     """``ResnetGenerator`` keyword arguments of the shipped model, read from the bundle's
     ``models/model_config.json`` (tests take the architecture from there, never from a copy)."""
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     return json.loads((bundle_path() / "models" / "model_config.json").read_text())

@@ -173,7 +173,7 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def random_bundle(dest: Path, kwargs: dict | None = None, seed: int = 0) -> Path:
     """Copy of the repository's bundle with random-init weights of ``kwargs`` (default: the shipped architecture)."""
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
     from napari_uspmie.models.networks import ResnetGenerator
 
     shutil.copytree(bundle_path(), dest, ignore=shutil.ignore_patterns("*.pt", "*.ts", "runs", "eval"))

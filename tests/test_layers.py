@@ -20,8 +20,6 @@ ALLOWED = {
     "cli": {"metric", "models", "io", "inference", "training", "bundle", "research"},
     "research": {"metric", "models", "io", "inference", "training", "bundle"},
 }
-#: a leaf any layer may import: where the shipped bundle lies (pathlib only)
-BUNDLE_LOCATION = ("napari_uspmie.bundle", "napari_uspmie.bundle.location")
 #: the one product module that reaches research code: napari sample data show the demo's subject
 RESEARCH_FOR_SAMPLES = "napari_uspmie.plugin.sample_data"
 
@@ -59,7 +57,7 @@ def test_lower_layers_never_import_higher_ones():
             continue
         for target, _ in _imports(tree, top_level_only=False):
             other = _layer(target)
-            if other is None or other == layer or other in ALLOWED[layer] or target in BUNDLE_LOCATION:
+            if other is None or other == layer or other in ALLOWED[layer]:
                 continue
             if name == RESEARCH_FOR_SAMPLES and other == "research":
                 continue

@@ -35,7 +35,7 @@ def running_bundle_root() -> str:
             frame = frame.f_back
     finally:
         del frame  # break the reference cycle frames make
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     return str(bundle_path())
 

@@ -59,7 +59,7 @@ def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
 
 def shipped_architecture() -> dict[str, Any]:
     """Arguments of the shipped generator: the bundle's ``models/model_config.json``."""
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     return read_architecture(bundle_path() / "models" / MODEL_CONFIG)
 

@@ -274,7 +274,7 @@ def load_enhancer(
         CheckpointError: no weights found, or weights that do not load.
         FileNotFoundError: no bundle found when ``bundle_dir`` is omitted.
     """
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     bundle = Path(bundle_dir) if bundle_dir is not None else (None if checkpoint is not None else bundle_path())
     if checkpoint is not None:

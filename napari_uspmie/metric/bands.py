@@ -92,23 +92,23 @@ def pairs_per_piece(p: torch.Tensor, fast: bool) -> int:
     return max(1, PIECE_BYTES // largest)
 
 
-def _gaussian_level_pair(p: torch.Tensor, r: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
-    """Gaussian level ``level`` of the luma of ``pred`` then ``ref``, ``(2B, 1, ...)``, on the chosen path."""
+def _luma_level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
+    """Gaussian level ``level`` of the luma of ``x`` on the chosen path."""
     if fast:
-        weights = torch.tensor(GRAY_WEIGHTS) if p.shape[1] == 3 else None
-        return torch.cat([gaussian_level(p, level, weights), gaussian_level(r, level, weights)])
-    pair = torch.cat([to_gray(p), to_gray(r)])
+        return gaussian_level(x, level, torch.tensor(GRAY_WEIGHTS) if x.shape[1] == 3 else None)
+    x = to_gray(x)
     for _ in range(level):
-        pair = pyr_down(pair)
-    return pair
+        x = pyr_down(x)
+    return x
 
 
 def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: Path = "auto") -> torch.Tensor:
     """Laplacian band at ``level`` of the luma of ``pred`` then ``ref``: ``(2B, 1, ...)``.
 
-    Both paths take the Gaussian level ``level`` piece by piece (:func:`pairs_per_piece`), each
-    piece's straight into its slot of the batch's level, then the band on the whole batch at once
-    (its many small operator calls are paid once per batch).
+    Both paths take the Gaussian level ``level`` of ``pred`` and of ``ref`` piece by piece
+    (:func:`pairs_per_piece`), each straight into its slot of the batch's level (no full-size
+    concatenation), then the band of the whole batch at once (its many small operator calls
+    paid once per batch).
 
     Args:
         p, r: ``(B, C, *spatial)`` batches of one floating dtype, C 1 or 3.
@@ -125,14 +125,10 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
         raise ValueError(f"level must be in [0, max_level={max_level}], got {level}.")
     fast = fast_path_applies(p, r, level, path)
     b, n = p.shape[0], pairs_per_piece(p, fast)
-    if n >= b:
-        base = _gaussian_level_pair(p, r, level, fast)
-    else:
-        base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]))
-        for start in range(0, b, n):
-            stop = min(start + n, b)
-            piece = _gaussian_level_pair(p[start:stop], r[start:stop], level, fast)
-            base[start:stop].copy_(piece[: stop - start])
-            base[b + start : b + stop].copy_(piece[stop - start :])
+    base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]))
+    for start in range(0, b, n):
+        stop = min(start + n, b)
+        base[start:stop].copy_(_luma_level(p[start:stop], level, fast))
+        base[b + start : b + stop].copy_(_luma_level(r[start:stop], level, fast))
     # The band at ``level`` of an image is the band at 0 of its Gaussian level ``level``.
     return laplacian_residual(base, 0, max_level - level)

@@ -98,7 +98,6 @@ class LaSSIMMetric(CumulativeIterationMetric):
         return (f, not_nans) if self.get_not_nans else f
 
 
-
 def __getattr__(name: str):  # TEMPORARY-TRANSITION: removed before hand-back
     if name == "LaSSIMHandler":
         from napari_uspmie.metric.handler import LaSSIMHandler

@@ -228,7 +228,7 @@ class EnhanceWidget(Container):
         """Ask before loading a bundle other than the shipped one (its configs can run code)."""
         from qtpy.QtWidgets import QMessageBox
 
-        from napari_uspmie.bundle.location import bundle_path
+        from napari_uspmie.io.packaged_data import bundle_path
 
         try:
             shipped = bundle_path().resolve()

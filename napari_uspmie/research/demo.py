@@ -23,8 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_uspmie.bundle.location import bundle_path
-from napari_uspmie.io.packaged_data import MNI152_T1, package_file
+from napari_uspmie.io.packaged_data import MNI152_T1, bundle_path, package_file
 from napari_uspmie.research.acquisition import degrade_volume
 from napari_uspmie.research.evaluation import LEVEL, slice_metrics
 from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES, MIN_FOREGROUND, get_slice, load_unit_volume

@@ -7,13 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lassim.py"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_quick_benchmark_writes_table(tmp_path):
     out = tmp_path / "bench.md"
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "benchmarks.bench_lassim", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in out.read_text().splitlines() if re.match(r"\| \d+x\d+ \|", line)]

@@ -1,25 +1,39 @@
-"""The benchmarks' FLOP count, peak-memory probe and target table (no timings asserted)."""
+"""The benchmarks' timer, FLOP count, peak-memory probe and target table (no timings asserted)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bench_call_size import call_sizes, picked_size  # noqa: E402
-from flops import conv_flops  # noqa: E402
-from machine import PeakMemory  # noqa: E402
-from targets import targets_table  # noqa: E402
+from benchmarks.bench_call_size import call_sizes, picked_size
+from benchmarks.flops import conv_flops
+from benchmarks.machine import PeakMemory
+from benchmarks.targets import target_row, targets_table
+from benchmarks.timing import time_calls
+from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
+from napari_uspmie.inference.inferer import EnhancementInferer
+from napari_uspmie.inference.winograd import to_winograd
+from napari_uspmie.models.networks import ResnetGenerator
 
-from napari_uspmie.inference.depthwise_sum import to_depthwise_sum  # noqa: E402
-from napari_uspmie.inference.inferer import EnhancementInferer  # noqa: E402
-from napari_uspmie.inference.winograd import to_winograd  # noqa: E402
-from napari_uspmie.models.networks import ResnetGenerator  # noqa: E402
+
+def test_timer_runs_each_function_in_turn():
+    """Warm-up calls first, then the functions in turn each round (reversed every other round with
+    ``alternate``), each called until ``min_seconds`` have passed."""
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    times = time_calls(fns, rounds=3, warmup=2)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+    calls.clear()
+    time_calls(fns, rounds=3, warmup=0, alternate=True)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    calls.clear()
+    (seconds,) = time_calls({"a": fns["a"]}, rounds=1, warmup=0, min_seconds=0.02)["a"]
+    assert len(calls) > 1 and seconds * len(calls) >= 0.02
 
 
 def test_conv_flops_by_hand():
@@ -85,9 +99,7 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     assert "bfloat16" in rows[4] and "6.00x" in rows[4] and "mean diff 2e-03" in rows[4]
     assert "20.00%" in rows[5] and rows[5].endswith("| **no** |")  # 40 GFLOP in 0.5 s of 400 bf16 GFLOP/s
     assert targets_table(tmp_path / "missing") == []
-    from targets import _row
-
-    assert "1.496x" in _row("w", "c", 1.4958, "x", 1.5) and "1.50x" in _row("w", "c", 1.5, "x", 1.5)
+    assert "1.496x" in target_row("w", "c", 1.4958, "x", 1.5) and "1.50x" in target_row("w", "c", 1.5, "x", 1.5)
 
 
 def test_call_size_benchmark_picks_what_the_inferer_runs():

@@ -255,7 +255,7 @@ def test_network_def_matches_shipped_weights(shipped_architecture):
     """inference.json's network_def is the architecture of the repository's model_config.json / model.pt."""
     from monai.bundle import ConfigParser
 
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     parser = ConfigParser()
     parser.read_config(str(bundle_path() / "configs" / "inference.json"))

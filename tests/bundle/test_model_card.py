@@ -7,7 +7,7 @@ import ast
 import json
 import re
 
-from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.models.networks import ResnetGenerator
 
 

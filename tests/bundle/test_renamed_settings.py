@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_uspmie.bundle.location import bundle_path
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES
+from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.io.readers import read_image
 
 INFERENCE = bundle_path() / "configs" / "inference.json"

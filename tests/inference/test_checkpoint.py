@@ -75,7 +75,7 @@ def test_a_file_is_read_once_while_it_is_unchanged(tmp_path, monkeypatch):
 
 
 def test_shipped_architecture_comes_from_the_bundle_config(tmp_path):
-    from napari_uspmie.bundle.location import bundle_path
+    from napari_uspmie.io.packaged_data import bundle_path
 
     config = bundle_path() / "models" / "model_config.json"
     assert shipped_architecture() == json.loads(config.read_text())

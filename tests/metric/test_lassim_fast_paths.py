@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 
 from napari_uspmie import lassim, lassim_map
-from napari_uspmie.metric.bands import FAST_PATH_MIN_SAMPLES, PIECE_SAMPLES, fast_path_applies
+from napari_uspmie.metric.bands import FAST_PATH_MIN_SAMPLES, fast_path_applies, pairs_per_piece
 from napari_uspmie.metric.pyramid import laplacian_pyramid, laplacian_residual, pyr_down
 from tests.reference import reference_lassim, reference_residual
 
@@ -62,18 +62,21 @@ def test_fast_path_equals_reference_per_pair(pairs, level):
     torch.testing.assert_close(heat.double(), exact, rtol=0, atol=5e-5)
 
 
-def test_fast_path_pieces_equal_reference_per_pair(retina):
-    """Five distinct 1024x1024 pairs fill more than one piece (four, then one): each pair still scores
-    as the reference does, at the paper's level and at the top of the pyramid."""
+def test_pieces_equal_reference_per_pair(retina):
+    """Five distinct 1024x1024 pairs fill several pieces (fast path: four, then one; reference path in
+    float64: one each): each pair still scores as the reference does, at the paper's level and at the top
+    of the pyramid."""
     image = cv2.resize(retina, (1100, 1100), interpolation=cv2.INTER_AREA)
     refs = [np.ascontiguousarray(image[15 * i : 15 * i + 1024, 19 * i : 19 * i + 1024]) for i in range(5)]
     preds = [cv2.blur(ref, (3 + 4 * i, 3 + 4 * i)) for i, ref in enumerate(refs)]
     p, r = _tensor(preds, torch.float32), _tensor(refs, torch.float32)
-    assert PIECE_SAMPLES // (512 * 1024) == 4  # so the batch of five takes two pieces
+    assert pairs_per_piece(p, fast=True) == 4 and pairs_per_piece(p.double(), fast=False) == 1
     for level in (3, 5):
         assert fast_path_applies(p, r, level)
         expected = [reference_lassim(a, b, level) for a, b in zip(preds, refs, strict=True)]
         np.testing.assert_allclose(lassim(p, r, level=level).numpy(), expected, rtol=0, atol=1e-6)
+        exact = lassim(_tensor(preds, torch.float64), _tensor(refs, torch.float64), level=level)
+        np.testing.assert_allclose(exact.numpy(), expected, rtol=0, atol=1e-12)
 
 
 def test_large_float32_batches_take_the_fast_path(retina):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.research.demo import DEFAULT_SUBJECT, SUBJECTS, main, prepare_demo_volume
 from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES
 

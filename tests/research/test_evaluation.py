@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.models.networks import ResnetGenerator
 from napari_uspmie.research.evaluation import (
     LEVEL,

@@ -7,7 +7,7 @@ import shutil
 import torch
 from monai.bundle import ConfigParser
 
-from napari_uspmie.bundle.location import bundle_path
+from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.models.networks import ResnetGenerator
 from napari_uspmie.research.mri_dataset import build_mri_dataset
 from napari_uspmie.training.data import check_training_sizes
