@@ -16,8 +16,7 @@ from napari_uspmie.inference.checkpoint import (
     shipped_architecture,
 )
 from napari_uspmie.models.networks import ResnetGenerator
-
-TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
+from tests.unpaired_data import TINY_GENERATOR as TINY
 
 
 def test_load_generator_from_state_dict_and_checkpoint(tmp_path):

@@ -27,8 +27,7 @@ from napari_uspmie.io.intensity import IntensityMap, intensity_window, percentil
 from napari_uspmie.metric.lassim import GRAY_WEIGHTS
 from napari_uspmie.models.networks import ResnetGenerator
 from tests.io_factories import ct_volume, mni_slices, random_bundle
-
-TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
+from tests.unpaired_data import TINY_GENERATOR as TINY
 
 
 class Identity(nn.Module):

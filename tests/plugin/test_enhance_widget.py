@@ -11,11 +11,11 @@ from skimage import data, transform
 
 from napari_uspmie.models.networks import ResnetGenerator
 from tests.plugin.napari_helpers import notification_messages
+from tests.unpaired_data import TINY_GENERATOR as TINY
 
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-uspmie"
-TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
 
 
 def save_checkpoint(path, kwargs=TINY, seed=0):

@@ -23,8 +23,7 @@ from napari_uspmie.research.evaluation import (
 )
 from napari_uspmie.research.mri_dataset import build_mri_dataset
 from napari_uspmie.research.niqe import load_gray
-
-TINY = {"in_channels": 1, "out_channels": 1, "ngf": 8, "n_blocks": 2, "norm": "instance"}
+from tests.unpaired_data import TINY_GENERATOR as TINY
 
 
 @pytest.fixture(scope="module")
