@@ -36,10 +36,10 @@ lint: install-dev
 
 test: system-deps install-dev lint
 	$(PY) -m pytest tests
-	$(PY) benchmarks/run_all.py --quick --out $(OUT)/bench-quick
+	$(PY) -m benchmarks.run_all --quick --out $(OUT)/bench-quick
 
 bench: install-dev
-	$(PY) benchmarks/run_all.py --out docs
+	$(PY) -m benchmarks.run_all --out docs
 
 monailabel-check:
 	bash scripts/monailabel_check.sh

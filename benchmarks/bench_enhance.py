@@ -133,12 +133,12 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
         with torch.no_grad():
             probe = x[:batch].to(device)
             reference = net(probe)
-            diff = float((compiled_enh._runner(probe) - reference).abs().max())
+            diff = float((compiled_enh.runner(probe) - reference).abs().max())
             with autocast_for(device, bf16=True):
-                bf16_diff = (bf16_enh._runner(probe).float() - reference).abs()
+                bf16_diff = (bf16_enh.runner(probe).float() - reference).abs()
         flops = conv_flops(net, (images, channels, side, side))
         # What the compiled network runs: Winograd layers do fewer multiplications than the direct count.
-        executed = conv_flops(compiled_enh._runner._orig_mod if compiled else net, (images, channels, side, side))
+        executed = conv_flops(compiled_enh.compiled_from, (images, channels, side, side))
         row = {"model": model, "case": label, "images": images, "first_call": first_call, "diff": diff}
         row |= {"bf16_diff_max": float(bf16_diff.max()), "bf16_diff_mean": float(bf16_diff.mean())}
         row |= {f"{k}_s": v for k, v in best.items()} | {f"{k}_mb": v for k, v in memory.items()}

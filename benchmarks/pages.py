@@ -161,7 +161,7 @@ def enhance_page(
         "seconds / measured bfloat16 matmul GFLOP/s. `diff`: mean / largest difference from the float32",
         "network's output on the case's first batch (outputs in [-1, 1]; one 8-bit grey level is 0.0078).",
         "Random weights; the shipped weights on brain MRI differ by 0.1 grey level on average",
-        "(`tests/test_enhance.py::test_bf16_enhancement_is_close_to_float32`).",
+        "(`tests/inference/test_enhancer.py::test_bf16_enhancement_is_close_to_float32`).",
         "",
         "| model | case | eager fp32 (s) | bf16 compiled (s) | speedup | images / s | % bf16 peak | peak MiB "
         "| diff mean / max |",

@@ -23,7 +23,7 @@ _LAZY = {
     "lassim": "napari_uspmie.metric.lassim",
     "lassim_map": "napari_uspmie.metric.lassim",
     "LaSSIMMetric": "napari_uspmie.metric.monai_metric",
-    "LaSSIMHandler": "napari_uspmie.metric.monai_metric",
+    "LaSSIMHandler": "napari_uspmie.metric.handler",
     "Enhancer": "napari_uspmie.inference.enhancer",
     "load_enhancer": "napari_uspmie.inference.enhancer",
     "read_image": "napari_uspmie.io.readers",

@@ -30,8 +30,8 @@ from ignite.engine import Engine, Events
 from napari_uspmie.bundle.transforms import reverse_spatial
 from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.heatmap import heatmap_rgb
+from napari_uspmie.metric.handler import LaSSIMHandler
 from napari_uspmie.metric.lassim import lassim_map, min_size_for_level
-from napari_uspmie.metric.monai_metric import LaSSIMHandler
 
 __all__ = ["case_pair", "lassim_pairs", "feasible_level", "CaseLaSSIMHandler", "LaSSIMReport", "save_heatmap"]
 

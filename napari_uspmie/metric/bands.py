@@ -2,12 +2,12 @@
 
 Two paths compute the same band. The reference path (:mod:`napari_uspmie.metric.pyramid`) serves
 every input: any dtype and device, 2D or 3D, differentiable; in float64 it equals OpenCV to 1e-12.
-The fast path (:mod:`napari_uspmie.metric.pyramid_filters`) serves 2D float32 CPU batches without
-gradients: the Gaussian levels down to the band are taken by depthwise convolutions, the luma inside
-the first row pass (each RGB image is read once, no full-size gray image is written), on pieces of
-the batch that stay in cache; the band itself and SSIM then run on the whole batch at once. It
-differs from the reference path by float32 rounding only. :func:`fast_path_applies` is the one
-place that chooses between them.
+The fast path (:mod:`napari_uspmie.metric.pyramid_filters`) serves large 2D float32 CPU batches
+without gradients: the Gaussian levels down to the band by depthwise convolutions, the luma inside
+the first row pass (each RGB image is read once, no full-size gray image is written); it differs
+from the reference path by float32 rounding only. :func:`fast_path_applies` is the one place that
+chooses between them. On a CPU both take the batch to the band's Gaussian level in pieces that
+stay in cache (:func:`pairs_per_piece`); the band itself then runs on the whole batch at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from napari_uspmie.metric.luma import GRAY_WEIGHTS
 from napari_uspmie.metric.pyramid import laplacian_residual, pyr_down, pyramid_sizes
 from napari_uspmie.metric.pyramid_filters import gaussian_level
 
-__all__ = ["FAST_PATH_MIN_SAMPLES", "PIECE_BYTES", "to_gray", "fast_path_applies", "pairs_per_piece", "band_pair"]
+__all__ = [
+    "FAST_PATH_MIN_SAMPLES",
+    "PIECE_BYTES",
+    "PathChoice",
+    "to_gray",
+    "fast_path_applies",
+    "pairs_per_piece",
+    "band_pair",
+]
 
 #: Smallest batch the fast path takes, in samples of the first row pass (half the pixels) of the
 #: ``pred`` batch: below, its many small calls cost more than they save.
@@ -31,7 +39,8 @@ FAST_PATH_MIN_SAMPLES = 2**19
 #: largest heap block (32 MiB) the allocator reuses memory instead of mapping and faulting it in.
 PIECE_BYTES = 2**23
 
-Path = Literal["auto", "reference", "fast"]
+#: ``band_pair``'s ``path``: ``"auto"`` lets :func:`fast_path_applies` choose, the others force a path.
+PathChoice = Literal["auto", "reference", "fast"]
 
 
 def to_gray(x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +58,7 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(weights, x.flatten(2)).view(x.shape[0], 1, *x.shape[2:])
 
 
-def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: Path = "auto") -> bool:
+def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathChoice = "auto") -> bool:
     """Which path :func:`band_pair` runs for this batch and band: ``True`` for the fast path.
 
     Args:
@@ -102,7 +111,7 @@ def _luma_level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
     return x
 
 
-def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: Path = "auto") -> torch.Tensor:
+def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: PathChoice = "auto") -> torch.Tensor:
     """Laplacian band at ``level`` of the luma of ``pred`` then ``ref``: ``(2B, 1, ...)``.
 
     Both paths take the Gaussian level ``level`` of ``pred`` and of ``ref`` piece by piece

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.metric.bands import Path, band_pair, to_gray
+from napari_uspmie.metric.bands import PathChoice, band_pair, to_gray
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
 __all__ = ["GRAY_WEIGHTS", "to_gray", "ssim_map", "lassim", "lassim_map", "min_size_for_level"]
@@ -175,7 +175,7 @@ def _prepare(pred: Any, ref: Any, level: int, max_level: int, dtype: torch.dtype
     return p, r, p_np and r_np
 
 
-def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: Path):
+def _bands(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: PathChoice):
     b = p.shape[0]
     lp, lr = band_pair(p, r, level, max_level, path).split(b)
     high = torch.maximum(lp.reshape(b, -1).amax(dim=1), lr.reshape(b, -1).amax(dim=1))
@@ -202,7 +202,7 @@ def lassim(
     level: int = 3,
     max_level: int = 5,
     dtype: torch.dtype | None = None,
-    path: Path = "auto",
+    path: PathChoice = "auto",
 ) -> torch.Tensor | float:
     """LaSSIM score between an enhanced (or degraded) image and its reference.
 
@@ -241,7 +241,7 @@ def lassim_map(
     upsample: bool = True,
     return_score: bool = False,
     dtype: torch.dtype | None = None,
-    path: Path = "auto",
+    path: PathChoice = "auto",
 ):
     """LaSSIM heatmap: the SSIM map at the Laplacian band, upsampled to the image size.
 

@@ -96,11 +96,3 @@ class LaSSIMMetric(CumulativeIterationMetric):
             raise ValueError("the buffered LaSSIM scores must be a tensor; call the metric on some data first.")
         f, not_nans = do_metric_reduction(data, reduction or self.reduction)
         return (f, not_nans) if self.get_not_nans else f
-
-
-def __getattr__(name: str):  # TEMPORARY-TRANSITION: removed before hand-back
-    if name == "LaSSIMHandler":
-        from napari_uspmie.metric.handler import LaSSIMHandler
-
-        return LaSSIMHandler
-    raise AttributeError(name)

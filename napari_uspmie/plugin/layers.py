@@ -130,7 +130,7 @@ def device_choices() -> list[tuple[str, str]]:
 
 def as_float_gray(array: np.ndarray, rgb: bool) -> np.ndarray:
     """RGB(A) to luma with scikit-image's weights (the same as LaSSIM's); gray passes as float."""
-    from napari_uspmie.metric.lassim import GRAY_WEIGHTS
+    from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
     arr = np.asarray(array)
     if rgb:

@@ -24,7 +24,7 @@ from napari_uspmie.inference.inferer import MAX_PIXELS, EnhancementInferer, pixe
 from napari_uspmie.inference.precision import autocast_for, cpu_bf16_flags
 from napari_uspmie.inference.winograd import WinogradConv2d
 from napari_uspmie.io.intensity import IntensityMap, intensity_window, percentiles_of
-from napari_uspmie.metric.lassim import GRAY_WEIGHTS
+from napari_uspmie.metric.luma import GRAY_WEIGHTS
 from napari_uspmie.models.networks import ResnetGenerator
 from tests.io_factories import ct_volume, mni_slices, random_bundle
 from tests.unpaired_data import TINY_GENERATOR as TINY

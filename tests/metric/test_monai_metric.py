@@ -1,4 +1,4 @@
-"""LaSSIMMetric and LaSSIMHandler: per-item agreement, reductions, aggregation in an Ignite run."""
+"""LaSSIMMetric and its Ignite handler: per-item agreement, reductions, aggregation in an Ignite run."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_handler_aggregates_over_an_ignite_run(pairs):
 def test_handler_from_bundle_config(pairs):
     config = {
         "lassim": {
-            "_target_": "napari_uspmie.metric.monai_metric.LaSSIMHandler",
+            "_target_": "napari_uspmie.metric.handler.LaSSIMHandler",
             "level": 2,
             "max_level": 4,
             "dtype": "float64",
