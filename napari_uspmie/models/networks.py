@@ -166,11 +166,8 @@ class PatchDiscriminator(nn.Module):
         n_layers: int = 3,
         norm: str = "instance",
         init_gain: float = 0.02,
-        upsample: str = "transpose",
     ) -> None:
         super().__init__()
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}.")
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
