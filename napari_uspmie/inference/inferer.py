@@ -11,10 +11,12 @@ model on grey is adapted by :class:`napari_uspmie.inference.channels.ChannelAdap
   that exceeds ``max_pixels`` per call; on a CPU, by default, fewer still so that the allocator
   reuses a call's activations and the cache holds them, see :func:`pixels_per_call`): this is
   what the paper does at test time (instance norm then sees the whole image).
-- Larger slices go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
-  blending, ``batch_size`` windows at a time; the output is gathered on the inputs' device, so
-  GPU memory holds only a few windows and a 4096x4096 image needs a bounded amount of RAM
-  (see ``docs/benchmarks_enhance.md``).
+- Larger slices of a generator that can be streamed (:mod:`napari_uspmie.inference.layer_stream`:
+  every ResNet generator) run layer by layer over the whole slice, convolutions in bands of rows
+  on the device, instance norms with the whole slice's statistics: the whole-slice result, without
+  tile seams, while the device holds one band; the layers' outputs stay on the inputs' device.
+  Other networks go through MONAI's ``sliding_window_inference`` with ``overlap`` and Gaussian
+  blending, ``batch_size`` windows at a time, each window normalised on its own.
 - ``progress(done, total)`` is called after each network call (units: slices or windows);
   returning ``False`` from it, or setting ``cancel`` (anything with ``is_set()``, e.g. a
   ``threading.Event``), raises :class:`napari_uspmie.errors.EnhancementCancelled` before the
@@ -37,6 +39,7 @@ from torch import nn
 
 from napari_uspmie.errors import EnhancementCancelled
 from napari_uspmie.inference.channels import ChannelAdapter, network_channels
+from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
 from napari_uspmie.inference.precision import autocast_for
 
 __all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call", "mark_compiled", "is_marked_compiled"]
@@ -153,6 +156,9 @@ class EnhancementInferer(Inferer):
         bf16: bfloat16 autocast on CPU and CUDA (takes precedence over ``amp``).
         progress: ``progress(done, total)``; returning ``False`` cancels.
         cancel: object with ``is_set()``; when set, the next step cancels.
+        stream: run large slices layer by layer when the network allows it (whole-slice result);
+            ``False`` tiles them with a sliding window, each window normalised on its own (the
+            paper's code has no tiling). Streaming needs the eager network, not a compiled one.
     """
 
     def __init__(
@@ -168,6 +174,7 @@ class EnhancementInferer(Inferer):
         bf16: bool = False,
         progress: ProgressFn | None = None,
         cancel: Any = None,
+        stream: bool = True,
     ) -> None:
         super().__init__()
         if tile_size < 16 or tile_size % 4:
@@ -185,13 +192,25 @@ class EnhancementInferer(Inferer):
         self.bf16 = bf16
         self.progress = progress
         self.cancel = cancel
+        self.stream = bool(stream)
 
-    def steps(self, shape: torch.Size | tuple[int, ...]) -> int:
-        """Network calls' worth of progress units for an input of this shape (what ``progress`` counts to)."""
+    def tiles(self, shape: torch.Size | tuple[int, ...]) -> bool:
+        """Whether slices of an input of this shape are tiled (larger than ``tile_size`` once padded)."""
+        h, w = (max(16, math.ceil(s / 4) * 4) for s in shape[-2:])
+        return h > self.tile_size or w > self.tile_size
+
+    def steps(self, shape: torch.Size | tuple[int, ...], layers: int = 0) -> int:
+        """Progress units for an input of this shape (what ``progress`` counts to).
+
+        Units are slices, windows, or with ``layers`` (the convolution layers of a streamed
+        network) convolution layers of streamed slices.
+        """
         n = math.prod(shape[:1] + tuple(shape[2:-2]))
         h, w = (max(16, math.ceil(s / 4) * 4) for s in shape[-2:])
-        if h <= self.tile_size and w <= self.tile_size:
+        if not self.tiles(shape):
             return n
+        if layers:
+            return n * layers
         rh, rw = min(self.tile_size, h), min(self.tile_size, w)
         return n * _windows(h, rh, self.overlap) * _windows(w, rw, self.overlap)
 
@@ -213,6 +232,27 @@ class EnhancementInferer(Inferer):
         x = x.to(device, non_blocking=True)
         with torch.no_grad(), autocast_for(device, self.amp, self.bf16):
             return net(x).float()
+
+    def _stream(
+        self,
+        net: Callable[..., torch.Tensor],
+        network: nn.Module,
+        x: torch.Tensor,
+        device: torch.device,
+        limit: int,
+        layer_done: Callable[[], None],
+    ) -> torch.Tensor:
+        """One large slice, layer by layer (``net`` is ``network`` or its channel adapter)."""
+        channels = _first_convolution_channels(network) or 1
+        stream = LayerStream(
+            device,
+            band_elements=limit * channels,
+            autocast=lambda: autocast_for(device, self.amp, self.bf16),
+            layer_done=layer_done,
+        )
+        run = lambda t: stream(network, t)  # noqa: E731
+        y = net.run(x, run) if isinstance(net, ChannelAdapter) else run(x)
+        return y
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         """Enhance ``inputs`` (``(B, C, H, W)`` or ``(B, C, D, H, W)``) with ``network``.
@@ -236,7 +276,8 @@ class EnhancementInferer(Inferer):
         hp, wp = xp.shape[-2:]
         device = self.device or x.device
         limit = self.max_pixels or pixels_per_call(network, device)
-        total, done = self.steps(shape), 0
+        streamed = self.stream and isinstance(network, nn.Module) and streamable(network)
+        total, done = self.steps(shape, convolution_layers(network) if streamed else 0), 0
         out: torch.Tensor | None = None
         self._check(done, total)
         if hp <= self.tile_size and wp <= self.tile_size:
@@ -247,6 +288,16 @@ class EnhancementInferer(Inferer):
                 out[start : start + y.shape[0]] = y
                 done += y.shape[0]
                 self._check(done, total)
+        elif streamed:
+            counter = {"done": done}
+
+            def layer_done() -> None:
+                counter["done"] += 1
+                self._check(counter["done"], total)
+
+            out = torch.cat(
+                [self._stream(net, network, xp[n : n + 1], device, limit, layer_done) for n in range(xp.shape[0])]
+            )
         else:
             roi = (min(self.tile_size, hp), min(self.tile_size, wp))
             counter = {"done": done}

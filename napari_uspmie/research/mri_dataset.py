@@ -11,14 +11,13 @@ Sources (all offline, read from installed packages):
   never share an anatomical position, so they are unpaired by construction. Slices are centred on a
   :data:`CANVAS`-pixel square (1 mm pixels) so that training needs no resizing.
   Because one template is a single anatomy at one resolution and one contrast, every training
-  slice (A before degradation, and B) gets a seeded **appearance draw** (:func:`vary_appearance`):
-  with probability :data:`LOW_RES_PROB` it is acquired at a coarser in-plane resolution
-  (:data:`LOW_RES_MM` per axis, resampled back to 1 mm like a clinical volume viewed at 1 mm), and
-  its contrast is bent by a gamma in ``exp(+-GAMMA_LOG_RANGE)``, and with probability
-  :data:`REMAP_PROB` its tissue intensities are remapped by a random lookup curve (background stays
-  dark; CSF may become bright as in T2-weighted images). Clean domain B then spans resolutions and
-  contrasts beyond the template's T1, so the generator learns to remove the acquisition
-  degradations, not to turn every image into the template. Held-out slices stay untouched.
+  slice (A before degradation, and B) gets a seeded **appearance draw**
+  (:func:`napari_uspmie.research.appearance.vary_appearance`: coarser resolution, contrast curve,
+  gamma, peak intensity), so the generator learns to remove degradations, not to turn every image
+  into the template. Held-out slices stay untouched.
+  Domain A is then degraded by :func:`_degrade_training`: :mod:`napari_uspmie.research.degradation_families`
+  leaves a fraction clean and another mildly degraded, so that the generator learns to leave good
+  images alone; :data:`ACQUISITION_SHARE` of the full draws use the acquisition model instead.
 * **Held-out subjects**, whole volumes never used for training, resampled to 1 mm: nibabel's
   ``tests/data/anatomical.nii`` (a 2 mm T1), and when dipy is installed its ``aniso_vox.nii.gz``
   (a 4 x 4 x 5 mm T1) and ``t1_coronal_slice.npy`` (a 256 x 256 T1 slice).
@@ -54,6 +53,8 @@ from scipy import ndimage
 
 from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import apply_acquisition, degrade_volume, sample_params
+from napari_uspmie.research.appearance import DRAWS, vary_appearance
+from napari_uspmie.research.degradation_families import random_degradation
 
 __all__ = [
     "BLOCK",
@@ -62,7 +63,6 @@ __all__ = [
     "fit_canvas",
     "load_unit_volume",
     "split_slices",
-    "vary_appearance",
     "build_mri_dataset",
     "main",
 ]
@@ -80,18 +80,10 @@ HELD_OUT_VOLUMES = {
 }
 HELD_OUT_2D = {"dipy_t1_coronal": ("dipy", "data/files/t1_coronal_slice.npy")}
 ORIENTATIONS = ("axial", "coronal", "sagittal")
-#: Probability that a training slice is re-acquired at a coarser resolution.
-LOW_RES_PROB = 0.5
-#: Range of the coarser pixel size (mm, drawn per axis) of such a slice.
-LOW_RES_MM = (1.5, 4.5)
-#: Contrast variation: gamma drawn log-uniformly in ``exp(+-GAMMA_LOG_RANGE)``.
-GAMMA_LOG_RANGE = 0.3
-#: Appearance draws per training slice: more variety from one template.
-DRAWS = 2
-#: Probability of a random tissue-contrast lookup curve (see :func:`vary_appearance`).
-REMAP_PROB = 0.35
-#: Knots of that curve on ``[0, 1]``; the value at 0 stays 0, the others are drawn in ``[0.15, 1]``.
-REMAP_KNOTS = 6
+#: Share of the fully degraded domain-A draws that use the acquisition model of the held-out
+#: evaluation (case a); the others come from the randomised families of
+#: :mod:`napari_uspmie.research.degradation_families`.
+ACQUISITION_SHARE = 0.4
 
 
 def _unit(volume: np.ndarray) -> np.ndarray:
@@ -167,52 +159,6 @@ def split_slices(indices: Sequence[int]) -> dict[str, list[int]]:
     return split
 
 
-def vary_appearance(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
-    """One seeded appearance draw of a clean ``[0, 1]`` slice: resolution and contrast.
-
-    With probability :data:`LOW_RES_PROB` the slice is averaged over coarser pixels (a Gaussian of
-    the box's standard deviation, ``pixel / sqrt(12)``, then linear resampling down to that pixel
-    size and back to the original grid). With probability :data:`REMAP_PROB` intensities pass
-    through a random piecewise-linear curve through :data:`REMAP_KNOTS` evenly spaced knots (0 maps
-    to 0, the others to values drawn in ``[0.15, 1]``, rescaled so the brightest is 1; the curve need
-    not be monotone, which swaps tissue contrasts). Then ``x ** gamma``. Zero stays zero.
-
-    Returns:
-        ``(image, params)`` with ``params = {"pixel_y", "pixel_x", "gamma", "remap"}`` (pixel sizes
-        in mm, 1 = unchanged; ``remap`` the curve's values at the knots, ``[]`` when not remapped).
-    """
-    pixel = (1.0, 1.0)
-    if rng.random() < LOW_RES_PROB:
-        pixel = tuple(float(p) for p in rng.uniform(*LOW_RES_MM, size=2))
-    remap: list[float] = []
-    if rng.random() < REMAP_PROB:
-        values = rng.uniform(0.15, 1.0, size=REMAP_KNOTS - 1)
-        remap = [0.0, *(float(v) for v in values / values.max())]
-    gamma = float(np.exp(rng.uniform(-GAMMA_LOG_RANGE, GAMMA_LOG_RANGE)))
-    out = np.asarray(image, dtype=np.float64)
-    if pixel != (1.0, 1.0):
-        smooth = ndimage.gaussian_filter(out, [p / np.sqrt(12.0) for p in pixel], mode="nearest")
-        coarse_shape = [max(2, round(n / p)) for n, p in zip(out.shape, pixel, strict=True)]
-        coarse = ndimage.zoom(
-            smooth,
-            [c / n for c, n in zip(coarse_shape, out.shape, strict=True)],
-            order=1,
-            grid_mode=True,
-            mode="nearest",
-        )
-        out = ndimage.zoom(
-            coarse,
-            [n / c for n, c in zip(out.shape, coarse.shape, strict=True)],
-            order=1,
-            grid_mode=True,
-            mode="nearest",
-        )
-    out = np.clip(out, 0.0, 1.0)
-    if remap:
-        out = np.interp(out, np.linspace(0.0, 1.0, REMAP_KNOTS), remap)
-    return out**gamma, {"pixel_y": pixel[0], "pixel_x": pixel[1], "gamma": gamma, "remap": remap}
-
-
 def _save_png(path: Path, unit_image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.clip(unit_image, 0, 1) * 255).astype(np.uint8)).save(path)
@@ -226,6 +172,16 @@ def _degrade(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[n
     rng = np.random.default_rng(seed_seq)
     params = sample_params(rng, severity)
     return apply_acquisition(image, params, rng), params.as_dict()
+
+
+def _degrade_training(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[np.ndarray, dict]:
+    """One domain-A draw: clean, mild, or full (randomised families or the acquisition model)."""
+    rng = np.random.default_rng([*seed_seq, 11])
+    degraded, record = random_degradation(image, rng)
+    if record["level"] == "full" and rng.uniform() < ACQUISITION_SHARE:
+        degraded, params = _degrade(image, seed_seq, severity)
+        record = {"level": "full", "families": ["acquisition"], **params}
+    return degraded, record
 
 
 def _write_slice(
@@ -248,7 +204,9 @@ def _write_slice(
     if part in ("B", "heldout"):
         _save_png(out / ("B" if part == "B" else "heldout/slices/clean") / f"{name}.png", clean)
     if part != "B":
-        degraded, params = _degrade(clean, key + ([draw] if draw else []), severity)
+        seed_seq = key + ([draw] if draw else [])
+        degrade = _degrade_training if part == "A" else _degrade
+        degraded, params = degrade(clean, seed_seq, severity)
         dest = "A" if part == "A" else "heldout/slices/degraded"
         _save_png(out / dest / f"{name}.png", degraded)
         manifest["degradations"][f"{dest}/{name}.png"] = params

@@ -53,7 +53,8 @@ def test_default_percentiles_are_the_packages(config_workflow):
 
 def test_roi_size_on_a_real_run_tiles_like_tile_size(tmp_path):
     """``monai.bundle.run`` (what the command line calls) with ``roi_size=32`` writes what ``tile_size=32``
-    writes, and both differ from whole-image enhancement (instance norm sees each tile on its own)."""
+    writes, and both agree with whole-image enhancement (large slices stream with the whole slice's
+    instance-norm statistics), within one grey level."""
     from monai.bundle import run
 
     data = tmp_path / "in"
@@ -70,4 +71,4 @@ def test_roi_size_on_a_real_run_tiles_like_tile_size(tmp_path):
         old_way = enhanced("old", roi_size=32)
     new_way = enhanced("new", tile_size=32)
     np.testing.assert_array_equal(old_way, new_way)
-    assert np.abs(old_way.astype(int) - enhanced("whole").astype(int)).max() > 0
+    assert np.abs(old_way.astype(int) - enhanced("whole").astype(int)).max() <= 1

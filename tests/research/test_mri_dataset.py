@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_uspmie.research.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices, vary_appearance
+from napari_uspmie.research.appearance import vary_appearance
+from napari_uspmie.research.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices
 
 SMALL = {"orientations": ("axial",), "volumes": ("nibabel_anatomical",), "fit_niqe": False}
 
@@ -113,13 +114,30 @@ def test_vary_appearance_effects():
         assert np.all(out[image == 0][:100] < 1e-6) or look["pixel_x"] > 1  # background stays dark
         if look["pixel_x"] > 2 and look["pixel_y"] > 2 and not look["remap"]:
             seen["low_res"] = True
-            assert edges(out) < 0.8 * edges(image ** look["gamma"])  # coarser pixels: softer edges
+            assert edges(out) < 0.8 * edges(look["peak"] * image ** look["gamma"])  # coarser pixels: softer edges
         if look["remap"] and look["pixel_x"] == 1:
             seen["remap"] = True
             curve = np.interp([0.4, 0.9], np.linspace(0, 1, len(look["remap"])), look["remap"])
-            np.testing.assert_allclose(out[image == 0.4][0], curve[0] ** look["gamma"], rtol=1e-9)
-            np.testing.assert_allclose(out[image == 0.9][0], curve[1] ** look["gamma"], rtol=1e-9)
+            np.testing.assert_allclose(out[image == 0.4][0], look["peak"] * curve[0] ** look["gamma"], rtol=1e-9)
+            np.testing.assert_allclose(out[image == 0.9][0], look["peak"] * curve[1] ** look["gamma"], rtol=1e-9)
     assert all(seen.values())
+    peaks = [vary_appearance(image, np.random.default_rng(seed))[1]["peak"] for seed in range(40)]
+    assert min(peaks) >= 0.55 and max(peaks) <= 1.0 and np.ptp(peaks) > 0.2  # several intensity scalings
+
+
+def test_domain_a_holds_clean_mild_and_both_degradation_sources(built):
+    root, manifest = built
+    levels = {k: v for k, v in manifest["degradations"].items() if k.startswith("A/")}
+    assert len(levels) == manifest["counts"]["A"]
+    kinds = [v["level"] for v in levels.values()]
+    assert 0.1 < kinds.count("clean") / len(kinds) < 0.3 and 0.1 < kinds.count("mild") / len(kinds) < 0.3
+    families = [f for v in levels.values() for f in v.get("families", [])]
+    assert "acquisition" in families and {"blur", "noise", "bias", "resolution", "haze"} <= set(families)
+    clean_name = next(k for k, v in levels.items() if v["level"] == "clean")
+    a = np.asarray(Image.open(root / clean_name))
+    # an untouched slice in domain A (the generator sees good images there too): its background is
+    # exactly black, which haze, noise and bias-free blur of a degraded draw never leave it
+    assert a.max() > 100 and (a == 0).mean() > 0.2
 
 
 def test_cli_and_bad_arguments(tmp_path, capsys):
