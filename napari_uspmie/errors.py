@@ -136,3 +136,8 @@ class CheckpointError(ValueError, ExplainedError):
 
 class EnhancementCancelled(RuntimeError):
     """Raised inside ``Enhancer.enhance`` when the caller cancelled; nothing partial is returned."""
+
+
+class OutOfScopeError(ValueError, ExplainedError):
+    """An input outside what the model was trained on (modality, colour, pixel size); the message
+    names the file, the reason and the override."""

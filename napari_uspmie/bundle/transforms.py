@@ -28,7 +28,9 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 from monai.utils import ensure_tuple
 
-from napari_uspmie.inference.pipeline import check_values, colour_channels, restore_values
+from napari_uspmie.inference.geometry import RESAMPLE_KEY, resample_factors
+from napari_uspmie.inference.pipeline import check_values, colour_channels, restore_values, slice_spacing
+from napari_uspmie.inference.scope import ModelScope, check_scope
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
 from napari_uspmie.io.readers import REVERSE_AXES, is_image_path, read_image
 from napari_uspmie.io.writers import enhanced_path, write_like
@@ -87,6 +89,9 @@ class MedicalImageReader(ImageReader):
         header = {k: meta[k] for k in _PLAIN_KEYS if k in meta}
         header["has_channels"] = channels
         header["series_uid"] = meta.get("series_uid") or ""
+        header["modality"] = str(meta.get("modality") or "")
+        # in-plane pixel size of the slices the bundle enhances (axis 0); [] when unknown
+        header["slice_spacing"] = list(slice_spacing(meta, 0) or ())
         header.update(
             affine=affine,
             original_affine=affine.copy(),
@@ -126,13 +131,22 @@ class PrepareForNetworkd(MapTransform):
     :class:`napari_uspmie.io.intensity.IntensityMap`) and ``"<key>_source"`` (the input values in
     slices-first layout, used for restoring clipped tails and alpha).
 
+    With a model ``scope`` (:class:`napari_uspmie.inference.scope.ModelScope`), inputs outside it
+    are refused unless ``allow_out_of_scope``, and the size factors to the model's pixel size are
+    put in the image's metadata (:data:`napari_uspmie.inference.geometry.RESAMPLE_KEY`), where
+    :class:`napari_uspmie.inference.inferer.EnhancementInferer` finds them.
+
     Args:
         keys: image keys (channel-first MetaTensors or arrays in MONAI's layout).
         percentiles: window percentiles for non-8-bit data.
+        scope: the model's scope (default: unknown, nothing refused or resampled).
+        allow_out_of_scope: enhance inputs outside the scope.
+        modality: the inputs' modality when their files do not say (DICOM code).
 
     Raises:
         InvalidImageError: what :mod:`napari_uspmie.inference.pipeline` refuses (complex or non-finite
             values, more than 4 channels); the message names the file.
+        OutOfScopeError: outside the scope and not allowed.
     """
 
     def __init__(
@@ -140,9 +154,14 @@ class PrepareForNetworkd(MapTransform):
         keys: KeysCollection = "image",
         percentiles: Sequence[float] = DEFAULT_PERCENTILES,
         allow_missing_keys=False,
+        scope: ModelScope | None = None,
+        allow_out_of_scope: bool = False,
+        modality: str | None = None,
     ):
         super().__init__(keys, allow_missing_keys)
         self.percentiles = tuple(float(p) for p in percentiles)
+        self.scope = scope or ModelScope()
+        self.allow_out_of_scope, self.modality = bool(allow_out_of_scope), modality
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -152,6 +171,20 @@ class PrepareForNetworkd(MapTransform):
             source = meta.get("filename_or_obj", key)
             arr = check_values(reverse_spatial(_as_numpy(img)), source)
             colour = colour_channels(arr.shape[0], source)
+            spacing = tuple(float(v) for v in meta.get("slice_spacing") or ()) or None
+            modality = str(meta.get("modality") or "") or self.modality
+            check_scope(
+                str(source),
+                self.scope,
+                channels=colour,
+                modality=modality,
+                spacing=spacing,
+                allow_out_of_scope=self.allow_out_of_scope,
+            )
+            meta = {
+                **dict(meta),
+                RESAMPLE_KEY: list(resample_factors(spacing, self.scope.pixel_spacing_mm) or (1.0, 1.0)),
+            }
             dtype = meta.get("dtype") or str(arr.dtype)
             mapping = IntensityMap.fit(arr[:colour], self.percentiles, dtype=dtype)
             unit = torch.from_numpy(np.ascontiguousarray(mapping.to_unit(arr[:colour])))

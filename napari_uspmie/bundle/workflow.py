@@ -189,8 +189,10 @@ class EnhancementEvaluator(SupervisedEvaluator):
             return self._fail(record, user_message(e))
         record["seconds"] = round(time.perf_counter() - start, 3)
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
-        path = outputs[0].get("pred_path", "") if outputs and isinstance(outputs[0], dict) else ""
-        record.update(status="enhanced", output=str(path))
+        first = outputs[0] if outputs and isinstance(outputs[0], dict) else {}
+        record.update(status="enhanced", output=str(first.get("pred_path", "")))
+        if "structure_summary" in first:
+            record["structure"] = first["structure_summary"]
         logger.info("%s: enhanced in %.1f s -> %s", name, record["seconds"], record["output"])
         return output
 

@@ -5,25 +5,31 @@ enhanced with the shipped model (or ``--bundle`` / ``--checkpoint``) and written
 ``--output-dir``, as ``<name>_enhanced<ext>`` (a series as ``<folder>_enhanced/``) with the
 source's format, geometry and value range. Inputs are never written to; an existing output is
 kept unless ``--overwrite``. One failing input is reported and the others still run (exit code 1).
-Each line of the report gives LaSSIM between the input and its enhancement (level 3, slice by
-slice for volumes): how much of the input's structure the enhancement kept (1: all of it).
+
+Every input takes the checked path (:func:`napari_uspmie.inference.checked.enhance_checked`):
+inputs outside the model's scope (another modality, colour into a grey model, pixel sizes far
+from the model's) are refused unless ``--allow-out-of-scope``; NIfTI and DICOM slices are enhanced
+at the model's pixel size and brought back onto their own grid; the structure guard checks every
+slice and ``--on-structure-loss`` says what happens when it fails: ``warn`` (write, flagged),
+``keep-input`` (write the input unchanged, flagged) or ``fail`` (write nothing; exit code 3).
+``--report FILE.json`` records, per input, the verdict with LaSSIM per level and slice.
+Exit codes: 0 all written and kept, 1 some input failed, 3 some input lost structure under
+``fail`` (takes precedence).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-__all__ = ["add_arguments", "run", "structure_kept"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``enhance`` command's arguments."""
     from napari_uspmie.cli.options import int_range
+    from napari_uspmie.inference.checked import STRUCTURE_POLICIES
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, NIfTI, DICOM file or series folder")
     parser.add_argument("-o", "--output-dir", help="where to write (default: beside each input)")
@@ -46,6 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--compile", action="store_true", help="torch.compile the network (pays off on large volumes and batches)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    parser.add_argument(
+        "--allow-out-of-scope",
+        action="store_true",
+        help="enhance inputs outside the model's scope (modality, colour, pixel size) instead of refusing them",
+    )
+    parser.add_argument("--modality", help="declare the inputs' modality (DICOM code: MR, CT, US, ...) when unknown")
+    parser.add_argument(
+        "--on-structure-loss",
+        choices=STRUCTURE_POLICIES,
+        default="warn",
+        help="when the structure guard fails: warn (write, flagged), keep-input (write the input), "
+        "fail (write nothing, "
+        "exit 3); default warn",
+    )
+    parser.add_argument("--report", metavar="FILE.json", help="write the per-input verdicts and settings as JSON")
     return parser
 
 
@@ -55,44 +76,40 @@ def _output_for(source: Path, output_dir: str | None) -> Path:
     return enhanced_path(source, output_dir if output_dir is not None else source.resolve().parent)
 
 
-def structure_kept(image: np.ndarray, enhanced: np.ndarray, channel_axis: int | None, slice_axis: int) -> float | None:
-    """Mean LaSSIM (level 3) between an input and its enhancement, over slices for volumes.
-
-    Returns:
-        The score, or ``None`` when the image is too small for level 3.
-    """
-    import torch
-
-    from napari_uspmie.inference.pipeline import colour_channels, to_slices
-    from napari_uspmie.metric.lassim import lassim, min_size_for_level
-
-    def batch(array: np.ndarray) -> torch.Tensor:
-        """``(N, C, H, W)`` in the layout the enhancer ran on (slices first); alpha dropped."""
-        work, _ = to_slices(array, channel_axis, slice_axis)  # (N, H, W, C)
-        colour = colour_channels(work.shape[-1])
-        return torch.from_numpy(np.ascontiguousarray(work[..., :colour].transpose(0, 3, 1, 2), dtype=np.float32))
-
-    a, b = batch(image), batch(enhanced)
-    if min(a.shape[-2:]) < min_size_for_level(3):
-        return None
-    return float(lassim(b, a).mean())
-
-
-def _enhance_one(enhancer, source: Path, target: Path, slice_axis: int, batch_size: int | None, overwrite: bool):
+def _enhance_one(enhancer, source: Path, target: Path, args: argparse.Namespace):
+    from napari_uspmie.inference.checked import enhance_checked
+    from napari_uspmie.inference.pipeline import slice_spacing
     from napari_uspmie.io.readers import read_image
     from napari_uspmie.io.writers import write_like
 
-    if target.exists() and not overwrite:
+    if target.exists() and not args.overwrite:
         raise FileExistsError(f"{target}: already exists; pass --overwrite to replace it.")
     image, meta = read_image(source)
-    channel_axis = meta.get("channel_axis")
-    start = time.perf_counter()
-    result = enhancer.enhance(image, channel_axis=channel_axis, slice_axis=slice_axis, batch_size=batch_size)
-    seconds = time.perf_counter() - start
+    result = enhance_checked(
+        enhancer,
+        image,
+        source=str(source),
+        channel_axis=meta.get("channel_axis"),
+        slice_axis=args.slice_axis,
+        spacing=slice_spacing(meta, args.slice_axis),
+        modality=args.modality or meta.get("modality") or None,
+        allow_out_of_scope=args.allow_out_of_scope,
+        on_structure_loss=args.on_structure_loss,
+        batch_size=args.batch_size,
+    )
     # staged: an output it replaces stays intact until the new one is complete
-    write_like(result, meta, target, overwrite=overwrite)
-    score = structure_kept(image, result, channel_axis, slice_axis)
-    return image.shape, seconds, score
+    write_like(result.output, meta, target, overwrite=args.overwrite)
+    return result
+
+
+def _write_report(path: str, enhancer, reports: list[dict]) -> None:
+    import json
+
+    from napari_uspmie.io.atomic import staged_output
+
+    document = {"model": repr(enhancer), "scope": enhancer.scope.describe(), "inputs": reports}
+    with staged_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         ValueError, OSError: no model could be loaded or the output folder is not writable
             (reported by the command line as ``error: ...``).
     """
+    from napari_uspmie.inference.checked import StructureLossError
     from napari_uspmie.inference.enhancer import load_enhancer
     from napari_uspmie.io.writers import check_output_dir
 
@@ -113,21 +131,37 @@ def run(args: argparse.Namespace) -> int:
         options["tile_size"] = args.tile_size
     enhancer = load_enhancer(args.bundle, args.checkpoint, args.device, **options)
     print(f"model: {enhancer!r}")
-    failed = 0
+    failed = lost = 0
+    reports: list[dict] = []
     for source in sources:  # a missing or bad input is reported by name; the others still run
         target = _output_for(source, args.output_dir)
         try:
-            shape, seconds, score = _enhance_one(
-                enhancer, source, target, args.slice_axis, args.batch_size, args.overwrite
-            )
+            result = _enhance_one(enhancer, source, target, args)
+        except StructureLossError as e:
+            lost += 1
+            reports.append({**e.enhancement.report(), "written": None})
+            print(f"error: {e}", file=sys.stderr)
+            continue
         except (ValueError, OSError) as e:  # the project's errors name the file and the problem
             failed += 1
             message = str(e)
-            print(f"error: {message if str(source) in message else f'{source}: {message}'}", file=sys.stderr)
+            message = message if str(source) in message else f"{source}: {message}"
+            reports.append({"source": str(source), "error": message, "written": None})
+            print(f"error: {message}", file=sys.stderr)
             continue
-        kept = "n/a (too small)" if score is None else f"{score:.3f}"
-        print(f"{source} -> {target}  ({'x'.join(map(str, shape))}, {seconds:.1f} s, LaSSIM(input, enhanced) {kept})")
+        reports.append({**result.report(), "written": str(target)})
+        shape = "x".join(map(str, result.output.shape))
+        flag = " [output is the input]" if result.kept_input else ""
+        print(f"{source} -> {target}  ({shape}, {result.seconds:.1f} s, {result.verdict.summary()}){flag}")
+        print(f"  {result.geometry_note()}")
+        for problem in result.scope_problems:
+            print(f"  warning: out of scope, enhanced because allowed: {problem}", file=sys.stderr)
+        if not result.verdict.kept:
+            print(f"warning: {source}: {result.verdict.summary()}", file=sys.stderr)
+    if args.report:
+        _write_report(args.report, enhancer, reports)
+    failed += lost
     if failed:
         rest = "nothing was written" if failed == len(sources) else "the others were written"
         print(f"{failed} of {len(sources)} inputs failed; {rest}.", file=sys.stderr)
-    return 1 if failed else 0
+    return 3 if lost else (1 if failed else 0)

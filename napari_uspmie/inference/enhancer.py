@@ -32,6 +32,7 @@ from napari_uspmie.errors import CheckpointError
 from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
+from napari_uspmie.inference.geometry import resample_factors, resampled_enhancement
 from napari_uspmie.inference.inferer import EnhancementInferer, mark_compiled
 from napari_uspmie.inference.pipeline import (
     check_values,
@@ -42,8 +43,10 @@ from napari_uspmie.inference.pipeline import (
     to_slices,
 )
 from napari_uspmie.inference.precision import cpu_has_fast_bf16
+from napari_uspmie.inference.scope import ModelScope, check_scope, read_metadata
 from napari_uspmie.inference.winograd import to_winograd
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
+from napari_uspmie.metric.structure_check import StructureThresholds
 
 __all__ = ["Enhancer", "compile_layers", "compile_network", "load_enhancer", "pick_device", "bundle_settings"]
 
@@ -157,6 +160,10 @@ class Enhancer:
             of seconds on a CPU), then runs faster than eager (see ``docs/benchmarks.md``);
             results agree with eager fp32 to about 5e-5. Off by default: a one-off enhancement
             would spend longer compiling.
+        scope: what the model was trained on (modality, channels, pixel size); inputs outside it
+            are refused unless allowed, and slices of known pixel size are enhanced at the model's.
+            Default: unknown (nothing refused or resampled).
+        structure_thresholds: the structure guard's thresholds for this model (default: the guard's).
     """
 
     def __init__(
@@ -171,8 +178,12 @@ class Enhancer:
         bf16: bool = False,
         architecture: dict[str, Any] | None = None,
         compile: bool = False,
+        scope: ModelScope | None = None,
+        structure_thresholds: StructureThresholds | None = None,
     ) -> None:
         self.device = pick_device(device)
+        self.scope = scope or ModelScope()
+        self.structure_thresholds = structure_thresholds or StructureThresholds()
         self.network = network.to(self.device).eval()
         self.compile = bool(compile)
         self.bf16 = bool(bf16)
@@ -209,6 +220,11 @@ class Enhancer:
         progress: Callable[[int, int], Any] | None = None,
         cancel: Any = None,
         keep_range: bool = True,
+        spacing: Sequence[float] | None = None,
+        modality: str | None = None,
+        allow_out_of_scope: bool = False,
+        source: str = "image",
+        record: dict[str, Any] | None = None,
     ) -> np.ndarray:
         """Enhance a 2D grey, 2D RGB(A) image or a 3D volume (slice by slice).
 
@@ -223,6 +239,16 @@ class Enhancer:
             progress: ``progress(done, total)`` after each network call; return ``False`` to cancel.
             cancel: object with ``is_set()`` (``threading.Event``) checked before each network call.
             keep_range: clip the result to the input's value range.
+            spacing: in-plane pixel size ``(row, column)`` in mm of the slices (from the file's
+                geometry or the layer's scale); with the model's pixel size known, slices are
+                enhanced at the model's pixel size (:mod:`napari_uspmie.inference.geometry`).
+                ``None``: unknown, enhanced as they are.
+            modality: the input's DICOM modality code (header or declaration), for the scope check.
+            allow_out_of_scope: enhance inputs outside the model's scope instead of refusing them.
+            source: the input's name in messages.
+            record: a dict that receives what was done: ``scope_problems`` (reasons the input is
+                out of scope, when allowed), ``resample_factors`` (``None``: enhanced as it is),
+                ``spacing``.
 
         Returns:
             The enhanced array: same shape, dtype and (with ``keep_range``) value range; alpha kept.
@@ -231,6 +257,7 @@ class Enhancer:
             InvalidImageError: NaN/Inf values, bad shape or channel count, or a network output
                 that is not finite.
             EnhancementCancelled: cancelled.
+            OutOfScopeError: outside the model's scope and not allowed.
         """
         array = check_values(array)
         if channel_axis == "auto":
@@ -238,6 +265,17 @@ class Enhancer:
         work, layout = to_slices(array, channel_axis, slice_axis)
         colour = colour_channels(work.shape[-1])
         image = work[..., :colour]
+        problems = check_scope(
+            source,
+            self.scope,
+            channels=colour,
+            modality=modality,
+            spacing=spacing,
+            allow_out_of_scope=allow_out_of_scope,
+        )
+        factors = resample_factors(spacing, self.scope.pixel_spacing_mm)
+        if record is not None:
+            record.update(scope_problems=problems, resample_factors=factors, spacing=spacing)
         mapping = IntensityMap.fit(image, self.percentiles)
         x = torch.from_numpy(np.ascontiguousarray(mapping.to_unit(image).transpose(0, 3, 1, 2)))
         inferer = EnhancementInferer(
@@ -250,9 +288,12 @@ class Enhancer:
             progress=progress,
             cancel=cancel,
         )
-        # large slices are streamed layer by layer, which walks the eager network's layers
-        network = self.network if inferer.tiles(x.shape) else self.runner
-        y = inferer(x, network).numpy().transpose(0, 2, 3, 1)
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            # large slices are streamed layer by layer, which walks the eager network's layers
+            return inferer(t, self.network if inferer.tiles(t.shape) else self.runner)
+
+        y = resampled_enhancement(x, factors, run).numpy().transpose(0, 2, 3, 1)
         return from_slices(restore_values(y, work, mapping, keep_range, channel_axis=-1), layout)
 
 
@@ -292,5 +333,10 @@ def load_enhancer(
                 "docs/README.md) or pass checkpoint=."
             )
     network, architecture = load_generator(weights)
-    settings = {**bundle_settings(bundle), **options}
+    metadata = read_metadata(bundle)
+    try:
+        scope, thresholds = ModelScope.from_metadata(metadata), StructureThresholds.from_metadata(metadata)
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise CheckpointError(f"{bundle}: unreadable model scope or thresholds in configs/metadata.json ({e}).") from e
+    settings = {"scope": scope, "structure_thresholds": thresholds, **bundle_settings(bundle), **options}
     return Enhancer(network, device=device, architecture=architecture, **settings)

@@ -39,6 +39,7 @@ from torch import nn
 
 from napari_uspmie.errors import EnhancementCancelled
 from napari_uspmie.inference.channels import ChannelAdapter, network_channels
+from napari_uspmie.inference.geometry import resample_factors_of, resampled_enhancement
 from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
 from napari_uspmie.inference.precision import autocast_for
 
@@ -265,13 +266,21 @@ class EnhancementInferer(Inferer):
             raise ValueError(f"expected (B, C, H, W) or (B, C, D, H, W) inputs, got shape {tuple(inputs.shape)}.")
         shape = inputs.shape
         c = shape[1]
-        net = network
-        if isinstance(network, nn.Module) and network_channels(network)[0] != c:
-            net = ChannelAdapter(network, c)
         x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         if x.ndim == 5:  # slices into the batch
             x = x.permute(0, 2, 1, 3, 4).reshape(-1, c, *shape[-2:])
-        x = x.float()
+        factors = resample_factors_of(inputs)
+        out = resampled_enhancement(x.float(), factors, lambda t: self._slices(t, network))
+        if len(shape) == 5:
+            out = out.reshape(shape[0], shape[2], out.shape[1], *shape[-2:]).permute(0, 2, 1, 3, 4)
+        return out.contiguous()
+
+    def _slices(self, x: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Enhance ``(N, C, H, W)`` slices: whole, streamed or in windows."""
+        shape, c = x.shape, x.shape[1]
+        net = network
+        if isinstance(network, nn.Module) and network_channels(network)[0] != c:
+            net = ChannelAdapter(network, c)
         xp, (h, w) = pad_for_network(x)
         hp, wp = xp.shape[-2:]
         device = self.device or x.device
@@ -324,7 +333,4 @@ class EnhancementInferer(Inferer):
                     )
                 )
             out = torch.cat(results)
-        out = out[..., :h, :w]
-        if len(shape) == 5:
-            out = out.reshape(shape[0], shape[2], out.shape[1], h, w).permute(0, 2, 1, 3, 4)
-        return out.contiguous()
+        return out[..., :h, :w]

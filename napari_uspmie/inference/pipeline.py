@@ -25,6 +25,7 @@ from napari_uspmie.errors import InvalidImageError
 from napari_uspmie.io.intensity import IntensityMap
 
 __all__ = [
+    "slice_spacing",
     "SliceLayout",
     "check_values",
     "colour_channels",
@@ -158,3 +159,17 @@ def restore_values(
         return values
     alpha = np.take(source, range(colour, source.shape[channel_axis]), axis=channel_axis).astype(values.dtype)
     return np.concatenate([values, alpha], axis=channel_axis)
+
+
+def slice_spacing(meta: dict, slice_axis: int = 0) -> tuple[float, float] | None:
+    """In-plane pixel size ``(row, column)`` in mm of the slices of an image read by this package.
+
+    Known for files with a geometry (NIfTI, DICOM: an ``affine`` in ``meta``); ``None`` for plain
+    pictures, whose pixels have no physical size.
+    """
+    if meta.get("affine") is None or meta.get("spacing") is None:
+        return None
+    spacing = tuple(float(s) for s in meta["spacing"])
+    if len(spacing) == 3:
+        spacing = tuple(s for axis, s in enumerate(spacing) if axis != slice_axis % 3)
+    return (spacing[-2], spacing[-1]) if len(spacing) >= 2 else None

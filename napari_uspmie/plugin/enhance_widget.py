@@ -17,8 +17,6 @@ becomes a napari notification.
 from __future__ import annotations
 
 import os
-import shutil
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox, create_widget
 
+from napari_uspmie.inference.checked import STRUCTURE_POLICIES
+from napari_uspmie.plugin.heatmap_widget import add_heatmap_layer
 from napari_uspmie.plugin.layers import (
     JobOutcome,
     describe_exception,
@@ -33,8 +33,18 @@ from napari_uspmie.plugin.layers import (
     image_kind,
     layer_geometry,
     layer_metadata,
+    layer_spacing,
     notify_error,
     notify_info,
+    notify_warning,
+)
+from napari_uspmie.plugin.run_support import (
+    COMPILE_TIP,
+    CancelFlag,
+    bf16_tooltip,
+    can_compile,
+    progress_bar,
+    progress_relay,
 )
 
 if TYPE_CHECKING:
@@ -50,48 +60,13 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-class _Cancel:
-    """Cancellation flag for the enhancer (``is_set()``): the cancel buttons set it, and a
-    worker that napari asks to quit (viewer closing) counts as cancelled too."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.worker: Any = None
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set() or bool(self.worker is not None and self.worker.abort_requested)
-
-
-def _progress_bar(desc: str, on_cancel):
-    """A napari progress bar (activity dock) whose cancel button calls ``on_cancel``."""
-    from napari.utils import cancelable_progress
-
-    class _Bar(cancelable_progress):
-        def cancel(self) -> None:
-            super().cancel()
-            on_cancel()
-
-    return _Bar(total=0, desc=desc)
-
-
-def _relay():
-    """A QObject whose signal carries ``(done, total)`` from the worker thread to the GUI thread."""
-    from qtpy.QtCore import QObject, Signal
-
-    class _Relay(QObject):
-        progressed = Signal(int, int)
-
-    return _Relay()
-
-
-def _enhance_job(enhancer, load_args: dict, data: Any, options: dict, progress, cancel: _Cancel) -> JobOutcome:
-    """Worker-thread body: load the model if needed, enhance, hand back result or failure."""
+def _enhance_job(enhancer, load_args: dict, data: Any, options: dict, progress, cancel: CancelFlag) -> JobOutcome:
+    """Worker-thread body: load the model if needed, take the checked path, and when the structure
+    guard fails compute the heatmap at the worst level; hand back ``(result, enhancer, seconds, heatmap)``."""
     import torch
 
     from napari_uspmie.errors import EnhancementCancelled
+    from napari_uspmie.inference.checked import enhance_checked
 
     previous = torch.get_num_threads()
     torch.set_num_threads(min(previous, worker_threads()))
@@ -102,43 +77,20 @@ def _enhance_job(enhancer, load_args: dict, data: Any, options: dict, progress, 
 
             enhancer = load_enhancer(**load_args)
         array = np.asarray(data)  # dask/zarr layers are read here, off the GUI thread
-        result = enhancer.enhance(array, progress=progress, cancel=cancel, **options)
-        return JobOutcome(value=(result, enhancer, time.perf_counter() - start))
+        result = enhance_checked(enhancer, array, progress=progress, cancel=cancel, **options)
+        heat = None
+        if not result.verdict.kept and "level" in result.verdict.worst:
+            from napari_uspmie.plugin.heatmap_widget import lassim_heatmap
+
+            rgb = options["channel_axis"] is not None
+            heat = lassim_heatmap(array, result.enhanced, result.verdict.worst["level"], rgb, rgb)
+        return JobOutcome(value=(result, enhancer, time.perf_counter() - start, heat))
     except EnhancementCancelled:
-        return JobOutcome(cancelled=True, value=(None, enhancer, time.perf_counter() - start))
+        return JobOutcome(cancelled=True, value=(None, enhancer, time.perf_counter() - start, None))
     except Exception as exc:  # reported in the GUI thread by _on_returned
-        return JobOutcome(error=exc, value=(None, enhancer, 0.0))
+        return JobOutcome(error=exc, value=(None, enhancer, 0.0, None))
     finally:
         torch.set_num_threads(previous)
-
-
-def _bf16_tooltip() -> str:
-    from napari_uspmie.inference.precision import cpu_bf16_flags
-
-    flags = cpu_bf16_flags()
-    hardware = (
-        f"This CPU has bfloat16 hardware ({', '.join(flags)}): expect about 2-3x faster on CPU."
-        if flags
-        else "This CPU has no bfloat16 hardware (AMX / AVX-512 BF16): on CPU it may be slower; leave it off."
-    )
-    return (
-        "Run the network in bfloat16 instead of float32. Results differ slightly (about 0.1 grey level on "
-        f"average in 8-bit images). {hardware}"
-    )
-
-
-def _can_compile() -> bool:
-    """``torch.compile`` builds C++ kernels with g++ on CPU (Triton kernels on CUDA)."""
-    import torch
-
-    return shutil.which("g++") is not None or torch.cuda.is_available()
-
-
-_COMPILE_TIP = (
-    "Run the network through torch.compile (on CPU with faster forms of its convolutions). The first run per "
-    "slice size compiles for a few seconds; later slices of that size run about 2x faster, with "
-    "the same results to 1e-4. Worth it for volumes and repeated runs."
-)
 
 
 class EnhanceWidget(Container):
@@ -163,10 +115,22 @@ class EnhanceWidget(Container):
         self._tile = SpinBox(name="tile_size", label="tile size", value=0, min=0, max=8192, step=64)
         self._tile.tooltip = "Slices larger than this are enhanced in overlapping tiles (0: the bundle's default)."
         self._bf16 = CheckBox(name="bf16", text="fast bfloat16 (approximate)", value=False)
-        self._bf16.tooltip = _bf16_tooltip()
+        self._bf16.tooltip = bf16_tooltip()
         self._compile = CheckBox(name="compile", text="compile (faster for volumes)", value=False)
-        self._compile.enabled = _can_compile()
-        self._compile.tooltip = _COMPILE_TIP if self._compile.enabled else "Needs a C++ compiler (g++) on CPU."
+        self._compile.enabled = can_compile()
+        self._compile.tooltip = COMPILE_TIP if self._compile.enabled else "Needs a C++ compiler (g++) on CPU."
+        self._allow_out_of_scope = CheckBox(name="allow_out_of_scope", text="allow out of scope", value=False)
+        self._allow_out_of_scope.tooltip = (
+            "Enhance images outside what the model was trained on (another modality, colour into a grey model, "
+            "pixel sizes far from its own). The structure guard still checks the result."
+        )
+        self._on_structure_loss = ComboBox(
+            name="on_structure_loss", label="on structure loss", choices=list(STRUCTURE_POLICIES), value="warn"
+        )
+        self._on_structure_loss.tooltip = (
+            "When the structure guard finds lost structure: warn (add the result, flagged, with its LaSSIM heatmap), "
+            "keep-input (add the input unchanged, flagged) or fail (add nothing)."
+        )
         self._run = PushButton(name="enhance_button", text="Enhance")
         self._cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
         self._status = Label(name="status", label="", value="")
@@ -180,6 +144,8 @@ class EnhanceWidget(Container):
                 self._tile,
                 self._bf16,
                 self._compile,
+                self._allow_out_of_scope,
+                self._on_structure_loss,
                 self._run,
                 self._cancel_button,
                 self._status,
@@ -193,7 +159,7 @@ class EnhanceWidget(Container):
         self._trusted: set[Path] = set()  # bundle folders the user agreed to load
         self._busy = False
         self._running = False  # between start and the result
-        self._cancel: _Cancel | None = None
+        self._cancel: CancelFlag | None = None
         self._pbar = None
         #: The running (or last) worker.
         self.worker = None
@@ -288,17 +254,24 @@ class EnhanceWidget(Container):
         stamp = path.stat().st_mtime if path is not None and path.is_file() else None
         key = (source, path, stamp, device, load_args["bf16"], compiled)
         tile = int(self._tile.value)
+        slice_axis = int(self._slice_axis.value) if kind == "3d" else 0
+        metadata = layer.metadata if isinstance(layer.metadata, dict) else {}
         options = {
+            "source": layer.name,
             "channel_axis": -1 if kind in ("rgb", "rgba") else None,
-            "slice_axis": int(self._slice_axis.value) if kind == "3d" else 0,
+            "slice_axis": slice_axis,
             "tile_size": max(16, tile // 4 * 4) if tile else None,
+            "spacing": layer_spacing(layer, slice_axis),
+            "modality": str(metadata.get("modality") or "") or None,
+            "allow_out_of_scope": bool(self._allow_out_of_scope.value),
+            "on_structure_loss": self._on_structure_loss.value,
         }
         return self._start(create_worker, layer, key, load_args, options)
 
     def _start(self, create_worker, layer, key: tuple, load_args: dict, options: dict):
-        cancel = _Cancel()
-        relay = _relay()
-        pbar = _progress_bar(f"Enhancing {layer.name}", cancel.set)
+        cancel = CancelFlag()
+        relay = progress_relay()
+        pbar = progress_bar(f"Enhancing {layer.name}", cancel.set)
         relay.progressed.connect(self._on_progress)
 
         def progress(done: int, total: int) -> bool:
@@ -347,7 +320,7 @@ class EnhanceWidget(Container):
 
     def _on_returned(self, outcome: JobOutcome, layer, key: tuple) -> None:
         self._running = False
-        result, enhancer, seconds = outcome.value if outcome.value is not None else (None, None, 0.0)
+        result, enhancer, seconds, heat = outcome.value if outcome.value is not None else (None, None, 0.0, None)
         if enhancer is not None:
             self._enhancers[key] = enhancer
         if outcome.cancelled:
@@ -359,23 +332,32 @@ class EnhanceWidget(Container):
             notify_error(f"Enhance '{layer.name}' failed: {describe_exception(outcome.error)}")
             return
         try:
-            self._add_result(layer, result, enhancer)
+            self._add_result(layer, result, enhancer, heat)
         except Exception as exc:  # e.g. the source layer was deleted or changed meanwhile
             self._status.value = "failed"
             notify_error(f"Enhance '{layer.name}': could not add the result layer: {describe_exception(exc)}")
             return
-        self._status.value = f"done in {seconds:.1f} s on {enhancer.device}"
+        self._status.value = f"done in {seconds:.1f} s on {enhancer.device}; {result.verdict.summary()}"
 
-    def _add_result(self, layer, result: np.ndarray, enhancer) -> None:
+    def _add_result(self, layer, result, enhancer, heat) -> None:
         metadata = layer_metadata(layer)
-        metadata["enhancement"] = {"source_layer": layer.name, "model": repr(enhancer)}
-        kwargs = {"name": f"{layer.name} enhanced", "metadata": metadata, **layer_geometry(layer)}
+        metadata["enhancement"] = {"source_layer": layer.name, "model": repr(enhancer), **result.report()}
+        name = f"{layer.name} enhanced" + (" (input kept)" if result.kept_input else "")
+        kwargs = {"name": name, "metadata": metadata, **layer_geometry(layer)}
         kwargs["contrast_limits"] = tuple(layer.contrast_limits)
         kwargs["rgb"] = layer.rgb
         if not layer.rgb:
             kwargs["colormap"] = layer.colormap
             kwargs["gamma"] = layer.gamma
-        self._viewer.add_image(result, **kwargs)
+        added = self._viewer.add_image(result.output, **kwargs)
+        for problem in result.scope_problems:
+            notify_warning(f"'{layer.name}' is out of the model's scope (enhanced because allowed): {problem}.")
+        if not result.verdict.kept:
+            notify_warning(f"'{layer.name}': {result.verdict.summary()}. The LaSSIM heatmap shows where.")
+            if heat is not None:
+                heatmap, score, mode = heat
+                level = result.verdict.worst["level"]
+                add_heatmap_layer(self._viewer, heatmap, layer, added.name, level, score, mode)
 
     def _on_finished(self) -> None:
         if self._pbar is not None:

@@ -109,6 +109,36 @@ def lassim_heatmap(
     return np.stack(maps, axis=axis), float(np.mean(scores)), f"slice-wise 2D along axis {axis}"
 
 
+def add_heatmap_layer(viewer, heat: np.ndarray, original, enhanced_name: str, level: int, score: float, mode: str):
+    """Show a LaSSIM heatmap over ``original`` as ``"<enhanced> LaSSIM"`` (replacing an earlier one).
+
+    Returns:
+        The layer's name.
+    """
+    name = f"{enhanced_name} LaSSIM"
+    metadata = {
+        "lassim_score": score,
+        "level": level,
+        "lassim_mode": mode,
+        "original": original.name,
+        "enhanced": enhanced_name,
+    }
+    if name in viewer.layers:
+        # Recomputing (another level, a new result) replaces the map instead of piling up layers.
+        viewer.layers.remove(name)
+    viewer.add_image(
+        heat,
+        name=name,
+        colormap=lassim_colormap(),
+        contrast_limits=(0.0, 1.0),
+        opacity=0.5,
+        blending="translucent",
+        metadata=metadata,
+        **layer_geometry(original),
+    )
+    return name
+
+
 def _largest_level(spatial: tuple[int, ...]) -> int:
     """Highest level whose band holds a window along the two longest axes (at least 0)."""
     second = sorted(spatial)[-2]
@@ -216,26 +246,6 @@ class HeatmapWidget(Container):
             return
         heat, score, mode = outcome.value
         self._score.value = f"LaSSIM (level {level}, {mode}): {score:.4f}"
-        name = f"{enhanced.name} LaSSIM"
-        metadata = {
-            "lassim_score": score,
-            "level": level,
-            "lassim_mode": mode,
-            "original": original.name,
-            "enhanced": enhanced.name,
-        }
-        if name in self._viewer.layers:
-            # Recomputing (another level, a new result) replaces the map instead of piling up layers.
-            self._viewer.layers.remove(name)
-        self._viewer.add_image(
-            heat,
-            name=name,
-            colormap=lassim_colormap(),
-            contrast_limits=(0.0, 1.0),
-            opacity=0.5,
-            blending="translucent",
-            metadata=metadata,
-            **layer_geometry(original),
-        )
+        name = add_heatmap_layer(self._viewer, heat, original, enhanced.name, level, score, mode)
         if mode.startswith("slice-wise"):
             notify_info(f"{name}: the volume is too thin for a 3D level-{level} band; computed {mode}.")

@@ -136,3 +136,20 @@ def as_float_gray(array: np.ndarray, rgb: bool) -> np.ndarray:
     if rgb:
         return arr[..., :3].astype(np.float64) @ np.asarray(GRAY_WEIGHTS)
     return arr.astype(np.float64)
+
+
+def notify_warning(message: str) -> None:
+    """Show ``message`` as a napari warning notification (and log it)."""
+    from napari.utils.notifications import show_warning
+
+    logger.warning(message)
+    show_warning(message)
+
+
+def layer_spacing(layer: Any, slice_axis: int = 0) -> tuple[float, float] | None:
+    """In-plane pixel size in mm of a layer's slices: known for layers read from NIfTI or DICOM
+    (their metadata holds the file's geometry), else ``None``."""
+    from napari_uspmie.inference.pipeline import slice_spacing
+
+    metadata = getattr(layer, "metadata", None) or {}
+    return slice_spacing(metadata, slice_axis) if isinstance(metadata, dict) else None
