@@ -1,21 +1,21 @@
-"""Evaluate enhancers on the held-out MRI data written by :mod:`napari_uspmie.research.mri_dataset`.
+"""Evaluate enhancers on held-out data in the four cases of :mod:`napari_uspmie.research.evaluation_cases`.
 
-For every held-out slice (and every axial slice with brain of each held-out volume) and every
-method (the degraded input itself, then each generator), the table reports:
+For each case (a: our degradation, b: an unseen degradation family, c: clean inputs) and method
+(the input itself, then each generator), per slice:
 
-* **SSIM to clean** and **PSNR to clean** (dB): full-reference, intensities in ``[0, 1]``
-  (data range 1; SSIM with scikit-image's default 7 x 7 uniform window and sample covariance);
-* **SSIM up**: fraction of slices where the method's SSIM to clean beats the degraded input's;
-* **LaSSIM(in, out)**: LaSSIM between the degraded input and the output, the paper's
-  no-reference structure-preservation measure;
-* **LaSSIM(out, clean)**: LaSSIM against the clean slice, which synthetic pairs allow: structure
-  restored rather than invented;
+* **SSIM / PSNR to clean** (intensities in ``[0, 1]``; SSIM with a 7 x 7 uniform window);
+* **LaSSIM(out, clean)** and **LaSSIM(in, clean)** at level :data:`LEVEL`: structure restored
+  rather than invented; ``clean up`` is the share of slices where the output beats the input;
+* **LaSSIM(in, out)** at levels 1, 2 and 3: how much of the input's structure the output kept;
+* **checkerboard index** of output and input (period 4); ``grid ratio`` is output / input, with
+  inputs below :data:`~napari_uspmie.metric.structure_check.CHECKERBOARD_FLOOR` counted at it;
+* **dark-area change**: relative change of the share of head pixels darker than 30% of the
+  head's 95th percentile (enlarged ventricles, dark blobs where tissue was);
 * **NIQE** (lower is better) against the pristine model fitted on the clean training slices.
 
-LaSSIM is computed at Laplacian level :data:`LEVEL` (2) of a 5-level pyramid: the slices are about
-200 pixels wide (1 mm brain MRI), so level 2 (a band at 1/4 resolution, structures of 4-8 px) is
-the band the paper's level 3 covers on its 480-pixel-wide images, and level 3 would leave a 25 x 30
-band too small for the held-out volumes of 66 x 82 pixels. Volume metrics are per-slice means.
+Case d checks that out-of-scope inputs are refused by the bundle's scope. :func:`check_targets`
+compares the summary with the targets of the model card. Slices are about 200 pixels wide (1 mm
+brain MRI), so level 2 is the band the paper's level 3 covers on its 480-pixel-wide images.
 """
 
 from __future__ import annotations
@@ -25,19 +25,36 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
+from scipy import ndimage
 
 from napari_uspmie.inference.checkpoint import load_generator
+from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_problems
+from napari_uspmie.io.packaged_data import bundle_path
+from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, ssim_map
-from napari_uspmie.research.mri_dataset import MIN_FOREGROUND, get_slice
-from napari_uspmie.research.niqe import NIQEModel, load_gray
+from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR
+from napari_uspmie.research.evaluation_cases import CASES, case_inputs, out_of_scope_inputs
+from napari_uspmie.research.niqe import NIQEModel
 
-__all__ = ["LEVEL", "enhance_slice", "slice_metrics", "evaluate", "format_markdown", "main"]
+__all__ = ["LEVEL", "enhance_slice", "dark_fraction", "slice_metrics", "evaluate", "summarize", "check_targets"]
 
 LEVEL = 2
-METRICS = ("ssim", "psnr", "lassim_in_out", "lassim_out_clean", "niqe")
+INPUT = "input (no enhancement)"
+METRICS = (
+    "ssim",
+    "psnr",
+    "lassim_out_clean",
+    "lassim_in_clean",
+    "lassim_in_out_1",
+    "lassim_in_out_2",
+    "lassim_in_out_3",
+    "checker_in",
+    "checker_out",
+    "dark_change",
+    "niqe",
+)
 
 
 @torch.no_grad()
@@ -52,7 +69,8 @@ def enhance_slice(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     return np.clip((y.astype(np.float64) + 1) / 2, 0, 1)
 
 
-def _ssim(x: np.ndarray, y: np.ndarray) -> float:
+def ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """SSIM of two ``[0, 1]`` images (7 x 7 uniform window, data range 1)."""
     t = torch.from_numpy(np.stack([x, y]).astype(np.float64))[:, None]
     return float(ssim_map(t[:1], t[1:], torch.ones(1, dtype=torch.float64)).mean())
 
@@ -62,13 +80,34 @@ def _psnr(x: np.ndarray, y: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def slice_metrics(output: np.ndarray, degraded: np.ndarray, clean: np.ndarray, niqe_model: NIQEModel | None) -> dict:
+def dark_fraction(image: np.ndarray, head: np.ndarray) -> float:
+    """Share of the ``head`` mask's pixels darker than 30% of the head's 95th percentile."""
+    values = image[head]
+    if values.size == 0:
+        return float("nan")
+    return float(np.mean(values < 0.3 * np.percentile(values, 95)))
+
+
+def head_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels inside the head: intensity above 0.1 (median-filtered), holes (ventricles) filled, the
+    rim (2 pixels, where the head meets the background) left out."""
+    inside = ndimage.binary_fill_holes(ndimage.median_filter(image, 3) > 0.1)
+    return ndimage.binary_erosion(inside, iterations=2)
+
+
+def slice_metrics(output: np.ndarray, inp: np.ndarray, clean: np.ndarray, niqe_model: NIQEModel | None) -> dict:
     """All per-slice metrics of one method's ``output`` (see the module docstring)."""
+    head = head_mask(clean)
+    dark_in, dark_out = dark_fraction(inp, head), dark_fraction(output, head)
     m = {
-        "ssim": _ssim(output, clean),
+        "ssim": ssim(output, clean),
         "psnr": _psnr(output, clean),
-        "lassim_in_out": lassim(output, degraded, level=LEVEL),
         "lassim_out_clean": lassim(output, clean, level=LEVEL),
+        "lassim_in_clean": lassim(inp, clean, level=LEVEL),
+        **{f"lassim_in_out_{k}": lassim(output, inp, level=k) for k in (1, 2, 3)},
+        "checker_in": float(checkerboard_index(inp)),
+        "checker_out": float(checkerboard_index(output)),
+        "dark_change": dark_out / dark_in - 1 if dark_in > 0.01 else float("nan"),
         "niqe": float("nan"),
     }
     if niqe_model is not None:
@@ -79,98 +118,125 @@ def slice_metrics(output: np.ndarray, degraded: np.ndarray, clean: np.ndarray, n
     return m
 
 
-def _unit_array(array: np.ndarray) -> np.ndarray:
-    """8-bit data to ``[0, 1]`` by 255 (as in training); float data is taken as already in ``[0, 1]``."""
-    if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float64) / np.iinfo(array.dtype).max
-    return np.clip(array.astype(np.float64), 0, 1)
-
-
-def _heldout_items(dataset_dir: Path):
-    """Yield ``(group, name, degraded, clean)`` for held-out slices and axial slices of held-out volumes."""
-    clean_dir = dataset_dir / "heldout" / "slices" / "clean"
-    for path in sorted(clean_dir.glob("*.png")):
-        group = "MNI152 held-out slices" if path.name.startswith("mni_") else "other-subject slices"
-        yield group, path.stem, load_gray(dataset_dir / "heldout/slices/degraded" / path.name), load_gray(path)
-    for path in sorted((dataset_dir / "heldout" / "volumes").glob("*_clean.nii.gz")):
-        name = path.name[: -len("_clean.nii.gz")]
-        clean = _unit_array(np.asanyarray(nib.load(str(path)).dataobj))
-        degraded = _unit_array(np.asanyarray(nib.load(str(path.with_name(f"{name}_degraded.nii.gz"))).dataobj))
-        for k in range(clean.shape[2]):
-            c = get_slice(clean, "axial", k)
-            if (c > 0.1).mean() >= MIN_FOREGROUND:
-                yield f"held-out volume {name}", f"{name}_z{k:03d}", get_slice(degraded, "axial", k), c
-
-
 def evaluate(
     dataset_dir: str | Path,
     generators: dict[str, torch.nn.Module | Callable[[np.ndarray], np.ndarray]],
     niqe_model: NIQEModel | None = None,
     every: int = 1,
+    scope: ModelScope | None = None,
 ) -> dict:
-    """Per-slice metrics of the degraded input and of each generator on all held-out data.
+    """Per-slice metrics of the input and of each generator in cases a-c, and case d's refusals.
 
     Args:
         dataset_dir: folder written by :func:`napari_uspmie.research.mri_dataset.build_mri_dataset`.
         generators: method name -> A->B generator (or any ``[0, 1]`` slice -> slice callable).
         niqe_model: pristine model; default ``dataset_dir/niqe_pristine.npz`` when it exists.
         every: use every ``every``-th held-out item only (quick checks); 1 uses all.
+        scope: the scope case d is checked against (default: the shipped bundle's).
 
     Returns:
-        ``{"rows": [{"group", "name", "method", **metrics}, ...], "level": LEVEL}``.
+        ``{"rows": [{"case", "group", "name", "method", **metrics}], "out_of_scope": [...], "level"}``.
     """
     dataset_dir = Path(dataset_dir)
     if niqe_model is None and (dataset_dir / "niqe_pristine.npz").exists():
         niqe_model = NIQEModel.load(dataset_dir / "niqe_pristine.npz")
     rows = []
-    for k, (group, name, degraded, clean) in enumerate(_heldout_items(dataset_dir)):
-        if k % every:
-            continue
-        rows.append({"group": group, "name": name, "method": "degraded input"})
-        rows[-1].update(slice_metrics(degraded, degraded, clean, niqe_model))
+    for case, group, name, inp, clean in case_inputs(dataset_dir, every=every):
+        outputs = {INPUT: inp}
         for method, gen in generators.items():
-            out = enhance_slice(gen, degraded) if isinstance(gen, torch.nn.Module) else gen(degraded)
-            rows.append({"group": group, "name": name, "method": method})
-            rows[-1].update(slice_metrics(out, degraded, clean, niqe_model))
-    return {"rows": rows, "level": LEVEL}
+            outputs[method] = enhance_slice(gen, inp) if isinstance(gen, torch.nn.Module) else gen(inp)
+        for method, out in outputs.items():
+            rows.append({"case": case, "group": group, "name": name, "method": method})
+            rows[-1].update(slice_metrics(out, inp, clean, niqe_model))
+    scope = scope or ModelScope.from_metadata(read_metadata(bundle_path()))
+    refusals = []
+    for item in out_of_scope_inputs():
+        problems = scope_problems(scope, channels=item["channels"], modality=item["modality"], spacing=item["spacing"])
+        refusals.append({"name": item["name"], "refused": bool(problems), "reasons": problems})
+    return {"rows": rows, "out_of_scope": refusals, "level": LEVEL}
+
+
+def _share(values: list[bool]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def summarize(result: dict) -> list[dict]:
-    """Mean of each metric per (group, method), plus the fraction of slices whose SSIM rose."""
+    """Per (case, method): mean of each metric, and shares of slices meeting each per-slice rule."""
     rows = result["rows"]
-    base = {(r["group"], r["name"]): r["ssim"] for r in rows if r["method"] == "degraded input"}
-    groups = list(dict.fromkeys(["all held-out slices"] + [r["group"] for r in rows]))
+    base = {(r["case"], r["name"]): r for r in rows if r["method"] == INPUT}
     out = []
-    for group in groups:
-        pooled = group == "all held-out slices"
-        sel = [r for r in rows if r["group"] == group or (pooled and "volume" not in r["group"])]
-        for method in dict.fromkeys(r["method"] for r in sel):
-            ms = [r for r in sel if r["method"] == method]
-            s = {"group": group, "method": method, "n": len(ms)}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows if r["case"] == case):
+            ms = [r for r in rows if r["case"] == case and r["method"] == method]
+            s = {"case": case, "method": method, "n": len(ms)}
             for key in METRICS:
                 vals = np.array([r[key] for r in ms], dtype=np.float64)
                 s[key] = float(np.nanmean(vals)) if np.any(np.isfinite(vals)) else float("nan")
-            s["ssim_up"] = float(np.mean([r["ssim"] > base[(r["group"], r["name"])] for r in ms]))
+            ratios = [r["checker_out"] / max(r["checker_in"], CHECKERBOARD_FLOOR) for r in ms]
+            s["grid_ratio_max"] = float(np.max(ratios))
+            s["grid_ok"] = _share([q <= 1.5 for q in ratios])
+            s["ssim_up"] = _share([r["ssim"] > base[(case, r["name"])]["ssim"] for r in ms])
+            s["clean_up"] = _share([r["lassim_out_clean"] >= r["lassim_in_clean"] for r in ms])
+            dark = [abs(r["dark_change"]) for r in ms if np.isfinite(r["dark_change"])]
+            s["dark_ok"] = _share([d <= 0.15 for d in dark])
             out.append(s)
     return out
 
 
-def format_markdown(summary: list[dict], level: int = LEVEL) -> str:
-    """Markdown table of :func:`summarize` output."""
+def check_targets(summary: list[dict], result: dict, method: str) -> list[dict]:
+    """The model card's targets for ``method``: ``[{"target", "value", "met"}]``."""
+    by_case = {s["case"]: s for s in summary if s["method"] == method}
+    a, b, c = (by_case.get(CASES[k], {}) for k in "abc")
+    refused = [r["refused"] for r in result.get("out_of_scope", [])]
+    rows = [
+        (
+            "checkerboard index <= 1.5x the input's, every slice of every case",
+            min(s.get("grid_ok", 0.0) for s in (a, b, c)),
+            lambda v: v == 1.0,
+        ),
+        ("clean inputs: mean LaSSIM(in, out) at level 1 >= 0.9", c.get("lassim_in_out_1", 0.0), lambda v: v >= 0.9),
+        ("clean inputs: dark-area fraction within +-15% (share of slices)", c.get("dark_ok", 0.0), lambda v: v == 1.0),
+        ("unseen degradation: SSIM to clean up on >= 80% of slices", b.get("ssim_up", 0.0), lambda v: v >= 0.8),
+        (
+            "unseen degradation: LaSSIM(out, clean) >= LaSSIM(in, clean) on >= 90%",
+            b.get("clean_up", 0.0),
+            lambda v: v >= 0.9,
+        ),
+        ("out-of-scope inputs refused", _share(refused), lambda v: v == 1.0),
+    ]
+    return [{"target": t, "value": float(v), "met": bool(rule(v))} for t, v, rule in rows]
+
+
+def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> str:
+    """Markdown tables: metrics per case and method, case d, and the targets of the last method."""
     lines = [
-        f"LaSSIM at Laplacian level {level} of a 5-level pyramid. Means over slices; "
-        "SSIM up = share of slices whose SSIM to clean beats the degraded input's. NIQE: lower is better.",
+        f"LaSSIM to clean at Laplacian level {level}; LaSSIM(in, out) at levels 1/2/3. Means over slices; "
+        "SSIM up / clean up: share of slices where the output beats the input (SSIM, LaSSIM to clean); "
+        "grid ratio: checkerboard index output / input (worst slice); dark: share of slices whose dark-area "
+        "fraction changed by at most 15%. NIQE: lower is better.",
         "",
-        "| data | method | n | SSIM to clean | PSNR to clean (dB) | SSIM up | LaSSIM(in, out) "
-        "| LaSSIM(out, clean) | NIQE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | method | n | SSIM | PSNR | SSIM up | LaSSIM(out, clean) | LaSSIM(in, clean) | clean up "
+        "| LaSSIM(in, out) L1/L2/L3 | grid ratio max | dark ok | NIQE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
-        up = "-" if s["method"] == "degraded input" else f"{100 * s['ssim_up']:.0f}%"
+        inp = s["method"] == INPUT
+        up = "-" if inp else f"{100 * s['ssim_up']:.0f}%"
+        clean_up = "-" if inp else f"{100 * s['clean_up']:.0f}%"
         lines.append(
-            f"| {s['group']} | {s['method']} | {s['n']} | {s['ssim']:.3f} | {s['psnr']:.2f} | {up} | "
-            f"{s['lassim_in_out']:.3f} | {s['lassim_out_clean']:.3f} | {s['niqe']:.2f} |"
+            f"| {s['case']} | {s['method']} | {s['n']} | {s['ssim']:.3f} | {s['psnr']:.2f} | {up} | "
+            f"{s['lassim_out_clean']:.3f} | {s['lassim_in_clean']:.3f} | {clean_up} | "
+            f"{s['lassim_in_out_1']:.3f} / {s['lassim_in_out_2']:.3f} / {s['lassim_in_out_3']:.3f} | "
+            f"{s['grid_ratio_max']:.2f} | {100 * s['dark_ok']:.0f}% | {s['niqe']:.2f} |"
         )
+    lines += ["", "| d: out-of-scope input | refused | reason |", "|---|---|---|"]
+    for r in result.get("out_of_scope", []):
+        lines.append(f"| {r['name']} | {'yes' if r['refused'] else 'NO'} | {'; '.join(r['reasons']) or '-'} |")
+    methods = [s["method"] for s in summary if s["method"] != INPUT]
+    if methods:
+        lines += ["", f"Targets ({methods[-1]}):", "", "| target | value | met |", "|---|---|---|"]
+        for t in check_targets(summary, result, methods[-1]):
+            lines.append(f"| {t['target']} | {t['value']:.3f} | {'yes' if t['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the Markdown table here (and per-slice JSON beside it)")
     parser.add_argument("--every", type=int, default=1, help="evaluate every N-th held-out slice only")
     args = parser.parse_args(argv)
+    if not (Path(args.dataset_dir) / "heldout").is_dir():
+        parser.exit(2, f"error: {args.dataset_dir}: no held-out data (heldout/); build it with build-mri-dataset.\n")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     gens = {}
     for spec in args.model:
@@ -190,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--model expects NAME=PATH, got {spec!r}")
         gens[name] = load_generator(path)[0]
     result = evaluate(args.dataset_dir, gens, every=args.every)
-    table = format_markdown(summarize(result), result["level"])
+    table = format_markdown(summarize(result), result)
     print(table)
     if args.out:
         Path(args.out).write_text(table)

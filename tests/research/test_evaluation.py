@@ -12,15 +12,18 @@ from scipy import ndimage
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.models.networks import ResnetGenerator
 from napari_uspmie.research.evaluation import (
+    INPUT,
     LEVEL,
-    _ssim,
+    check_targets,
     enhance_slice,
     evaluate,
     format_markdown,
     main,
     slice_metrics,
+    ssim,
     summarize,
 )
+from napari_uspmie.research.evaluation_cases import CASES
 from napari_uspmie.research.mri_dataset import build_mri_dataset
 from napari_uspmie.research.niqe import load_gray
 from tests.unpaired_data import TINY_GENERATOR as TINY
@@ -44,31 +47,47 @@ def test_slice_metrics_identity_and_known_values():
     clean = ndimage.gaussian_filter(rng.random((64, 64)), 2)
     m = slice_metrics(clean, clean, clean, None)
     assert m["ssim"] == pytest.approx(1.0) and m["psnr"] == float("inf")
-    assert m["lassim_in_out"] == pytest.approx(1.0) and np.isnan(m["niqe"])
+    assert all(m[f"lassim_in_out_{k}"] == pytest.approx(1.0) for k in (1, 2, 3)) and np.isnan(m["niqe"])
     noisy = clean + 0.1
     assert slice_metrics(noisy, noisy, clean, None)["psnr"] == pytest.approx(20.0)
 
 
-def test_evaluate_table_on_real_heldout_data(dataset, tmp_path):
+def test_dark_area_change_sees_enlarged_ventricles():
+    yy, xx = np.mgrid[:96, :96]
+    head = ((yy - 48) ** 2 + (xx - 48) ** 2 < 40**2) * 0.8
+    small = head * (((yy - 48) ** 2 + (xx - 48) ** 2) >= 6**2)  # a dark ventricle
+    large = head * (((yy - 48) ** 2 + (xx - 48) ** 2) >= 12**2)  # four times its area
+    assert slice_metrics(large, small, small, None)["dark_change"] == pytest.approx(3.0, rel=0.2)
+    assert slice_metrics(small, small, small, None)["dark_change"] == 0.0
+
+
+def test_evaluate_cases_and_targets_on_real_heldout_data(dataset):
     methods = {"identity": lambda x: x, "median": lambda x: ndimage.median_filter(x, 3)}
-    result = evaluate(dataset, methods, every=3)
+    result = evaluate(dataset, methods, every=4)
     rows = result["rows"]
+    assert {r["case"] for r in rows} == set(CASES.values())
     names = {r["name"] for r in rows}
     assert any(n.startswith("mni_axial") for n in names) and any(n.startswith("nibabel_anatomical") for n in names)
-    summary = {(s["group"], s["method"]): s for s in summarize(result)}
-    deg = summary[("all held-out slices", "degraded input")]
-    ident = summary[("all held-out slices", "identity")]
-    med = summary[("all held-out slices", "median")]
-    assert ident["ssim"] == pytest.approx(deg["ssim"]) and ident["ssim_up"] == 0
-    assert ident["lassim_in_out"] == pytest.approx(1.0)
+    summary = {(s["case"], s["method"]): s for s in summarize(result)}
+    ident_a, med_a = summary[(CASES["a"], "identity")], summary[(CASES["a"], "median")]
+    assert ident_a["ssim"] == pytest.approx(summary[(CASES["a"], INPUT)]["ssim"]) and ident_a["ssim_up"] == 0
+    assert ident_a["lassim_in_out_1"] == pytest.approx(1.0) and ident_a["grid_ratio_max"] == pytest.approx(1.0)
     # Denoising the Rician background helps SSIM and NIQE on real degraded slices.
-    assert med["ssim_up"] > 0.8 and med["niqe"] < deg["niqe"]
-    assert 0 < deg["lassim_out_clean"] < 1
-    table = format_markdown(summarize(result))
-    assert f"level {LEVEL}" in table and "| all held-out slices | median |" in table
+    assert med_a["ssim_up"] > 0.8 and med_a["niqe"] < summary[(CASES["a"], INPUT)]["niqe"]
+    # case b is degraded by another family than case a: the inputs differ
+    assert summary[(CASES["b"], INPUT)]["ssim"] != pytest.approx(summary[(CASES["a"], INPUT)]["ssim"])
+    # case c: the identity leaves clean inputs exactly alone; the median filter changes them
+    assert summary[(CASES["c"], "identity")]["dark_ok"] == 1.0
+    assert summary[(CASES["c"], "median")]["lassim_in_out_1"] < 0.999
+    assert all(r["refused"] for r in result["out_of_scope"]) and len(result["out_of_scope"]) == 3
+    targets = {t["target"]: t["met"] for t in check_targets(list(summary.values()), result, "identity")}
+    assert targets["out-of-scope inputs refused"] and targets["clean inputs: mean LaSSIM(in, out) at level 1 >= 0.9"]
+    assert not targets["unseen degradation: SSIM to clean up on >= 80% of slices"]  # the identity improves nothing
+    table = format_markdown(list(summary.values()), result)
+    assert f"level {LEVEL}" in table and "| c: clean input | median |" in table and "Targets (median)" in table
 
 
-def test_cli_writes_table_and_json(dataset, tmp_path):
+def test_cli_writes_table_and_json(dataset, tmp_path, capsys):
     net = ResnetGenerator(**TINY)
     torch.save(net.state_dict(), tmp_path / "model.pt")
     (tmp_path / "model_config.json").write_text(json.dumps(TINY))
@@ -82,6 +101,9 @@ def test_cli_writes_table_and_json(dataset, tmp_path):
     assert main([str(small), "--model", f"tiny={tmp_path / 'model.pt'}", "--out", str(out), "--every", "5"]) == 0
     assert "| tiny |" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["level"] == LEVEL
+    with pytest.raises(SystemExit) as missing:
+        main([str(tmp_path / "nowhere")])
+    assert missing.value.code == 2 and "no held-out data" in capsys.readouterr().err
 
 
 shipped = bundle_path() / "models" / "model.pt"
@@ -101,6 +123,6 @@ def test_shipped_model_restores_heldout_slices(dataset):
     gains = []
     for path in sorted((dataset / "heldout/slices/clean").glob("mni_axial_*.png")):
         clean, degraded = load_gray(path), load_gray(dataset / "heldout/slices/degraded" / path.name)
-        gains.append(_ssim(enhance_slice(net, degraded), clean) - _ssim(degraded, clean))
+        gains.append(ssim(enhance_slice(net, degraded), clean) - ssim(degraded, clean))
     assert len(gains) >= 10
     assert np.mean(np.array(gains) > 0) >= 0.8 and np.mean(gains) > 0.05
