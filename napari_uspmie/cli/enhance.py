@@ -139,17 +139,17 @@ def run(args: argparse.Namespace) -> int:
             result = _enhance_one(enhancer, source, target, args)
         except StructureLossError as e:
             lost += 1
-            reports.append({**e.enhancement.report(), "written": None})
+            reports.append({**e.enhancement.report(), "output": None})
             print(f"error: {e}", file=sys.stderr)
             continue
         except (ValueError, OSError) as e:  # the project's errors name the file and the problem
             failed += 1
             message = str(e)
             message = message if str(source) in message else f"{source}: {message}"
-            reports.append({"source": str(source), "error": message, "written": None})
+            reports.append({"input": str(source), "error": message, "output": None})
             print(f"error: {message}", file=sys.stderr)
             continue
-        reports.append({**result.report(), "written": str(target)})
+        reports.append({**result.report(), "output": str(target)})
         shape = "x".join(map(str, result.output.shape))
         flag = " [output is the input]" if result.kept_input else ""
         print(f"{source} -> {target}  ({shape}, {result.seconds:.1f} s, {result.verdict.summary()}){flag}")

@@ -76,10 +76,15 @@ class Enhancement:
         return f"{size} mm pixels: enhanced at the model's pixel size and brought back to the input's grid"
 
     def report(self) -> dict[str, Any]:
-        """A JSON-able record of what was done and found."""
+        """A JSON-able record: ``input``, ``flagged``, ``lassim`` (per level, per slice), ``worst_slice``,
+        ``worst_level``, the full verdict, scope problems, pixel-size handling; callers add ``output``."""
+        worst = self.verdict.worst
         return {
-            "source": self.source,
-            "structure_kept": self.verdict.kept,
+            "input": self.source,
+            "flagged": not self.verdict.kept,
+            "lassim": {str(k): v for k, v in self.verdict.lassim.items()},
+            "worst_slice": worst.get("slice"),
+            "worst_level": worst.get("level"),
             "policy": self.policy,
             "output_is_input": self.kept_input,
             "structure": self.verdict.as_dict(),

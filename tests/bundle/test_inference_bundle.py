@@ -79,8 +79,10 @@ def mixed_run(workspace):
     before = file_hashes(workspace["mixed"])
     out = workspace["root"] / "out"
     config = workspace["bundle"] / "configs" / "inference.json"
+    # CT series and colour pictures are outside the shipped MR model's scope: allowed here, where the
+    # file handling is under test (test_out_of_scope_cases_are_refused checks the refusal)
     proc = monai_bundle("run", "--config_file", config, "--dataset_dir", workspace["mixed"], "--output_dir", out,
-                        cwd=workspace["root"])  # fmt: skip
+                        "--allow_out_of_scope", "true", cwd=workspace["root"])  # fmt: skip
     return proc, out, before
 
 
@@ -112,6 +114,27 @@ def test_run_writes_outputs_and_reports_failures(workspace, mixed_run):
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temporary left
     with open(out / "enhancement_cases.csv") as f:
         assert len(list(csv.DictReader(f))) == 10
+
+
+def test_out_of_scope_cases_are_refused_and_the_verdict_is_in_the_table(workspace, mixed_run):
+    proc, out, _ = mixed_run
+    table = _table(proc.stdout)
+    assert "structure" in table.splitlines()[0]  # the guard's verdict column
+    enhanced = [line for line in table.splitlines() if "| enhanced" in line]
+    assert enhanced and all("structure kept" in line or "structure LOST" in line for line in enhanced)
+    strict = workspace["root"] / "strict"
+    config = workspace["bundle"] / "configs" / "inference.json"
+    refused = monai_bundle("run", "--config_file", config, "--dataset_dir", workspace["good"], "--output_dir", strict,
+                           cwd=workspace["root"])  # fmt: skip
+    assert refused.returncode == 1
+    lines = _table(refused.stdout).splitlines()
+    ct = next(line for line in lines if line.startswith("ct_series"))
+    assert "| failed" in ct and "outside this model's scope: modality CT" in ct and "--allow_out_of_scope true" in ct
+    nifti = next(line for line in lines if line.startswith("brain.nii.gz"))
+    assert "| enhanced" in nifti
+    with open(strict / "enhancement_cases.csv") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert rows["brain.nii.gz"]["structure"].startswith("structure ") and rows["ct_series"]["status"] == "failed"
 
 
 def test_nifti_output_geometry(workspace, mixed_run):
@@ -183,7 +206,8 @@ def test_evaluate_prints_lassim_table(workspace):
     for name in ("retina.png", "ct_series", "brain.nii.gz"):
         src = workspace["good"] / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, good / name)
-    proc = monai_bundle("run", "--config_file", files, "--dataset_dir", good, "--output_dir", out, cwd=out.parent)
+    proc = monai_bundle("run", "--config_file", files, "--dataset_dir", good, "--output_dir", out,
+                        "--allow_out_of_scope", "true", cwd=out.parent)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| lassim" in _table(proc.stdout)
     assert "LaSSIM over 3 case(s)" in proc.stdout and "over all images and slices: lassim" in proc.stdout
@@ -241,11 +265,13 @@ def test_required_properties_and_monai_label_pipeline(workspace, shipped_archite
     )
     pre = parser.get_parsed_content("preprocessing")
     post = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)])
-    assert len(post.transforms) == 1  # the saver is a SaveImaged: MONAI Label drops it
+    # the saver is a SaveImaged: MONAI Label drops it; the structure guard stays
+    assert [type(t).__name__ for t in post.transforms] == ["RestoreFromNetworkd", "StructureGuardd"]
     data = pre({"image": str(workspace["good"] / "brain.nii.gz")})
     with torch.no_grad():
         data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], net.eval())[0]
     data = post(data)
+    assert data["structure"]["lassim"]["1"] and data["structure_summary"].startswith("structure ")
     loaded = nib.load(workspace["good"] / "brain.nii.gz")
     assert tuple(data["pred"].shape) == (1, *loaded.shape)
     np.testing.assert_allclose(data["pred"].affine.numpy(), loaded.affine, atol=1e-6)

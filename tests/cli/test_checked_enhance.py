@@ -66,10 +66,11 @@ def test_geometry_round_trips_on_oblique_nifti_and_dicom(scans, tmp_path):
     derived, derived_meta = read_image(out / "mr_series_enhanced")
     assert derived.shape == series.shape and derived.dtype == series.dtype
     np.testing.assert_allclose(derived_meta["affine"], meta["affine"], atol=1e-4)
-    records = {Path(r["source"]).name: r for r in json.loads(report.read_text())["inputs"]}
+    records = {Path(r["input"]).name: r for r in json.loads(report.read_text())["inputs"]}
     assert records["oblique_2mm.nii.gz"]["resample_factors"] == pytest.approx([2.0, 2.0])
     assert records["mr_series"]["resample_factors"] == pytest.approx([0.8, 0.7])  # the series' pixel spacing
-    assert all(r["written"] and r["structure"]["lassim"]["3"] for r in records.values())
+    assert all(r["output"] and len(r["lassim"]["3"]) == 4 - (r is records["mr_series"]) for r in records.values())
+    assert all(isinstance(r["flagged"], bool) and isinstance(r["worst_slice"], int) for r in records.values())
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_structure_loss_policies(scans, strict_bundle, tmp_path):
     assert failed.returncode == 3 and "structure LOST" in failed.stderr and "nothing written" in failed.stderr
     assert not (tmp_path / "fail").exists() or not any((tmp_path / "fail").iterdir())
     record = json.loads((tmp_path / "f.json").read_text())["inputs"][0]
-    assert record["structure_kept"] is False and record["written"] is None
+    assert record["flagged"] is True and record["output"] is None and record["lassim"]["1"]
 
     kept = run_cli(*common, "-o", str(tmp_path / "keep"), "--on-structure-loss", "keep-input", cwd=tmp_path)
     assert kept.returncode == 0 and "[output is the input]" in kept.stdout

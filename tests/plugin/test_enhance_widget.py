@@ -9,43 +9,11 @@ import pytest
 import torch
 from skimage import data, transform
 
-from napari_uspmie.models.networks import ResnetGenerator
-from tests.plugin.napari_helpers import notification_messages
-from tests.unpaired_data import TINY_GENERATOR as TINY
+from tests.plugin.napari_helpers import PLUGIN, notification_messages, save_checkpoint
+from tests.plugin.napari_helpers import dock_enhance_widget as _widget
+from tests.plugin.napari_helpers import run_enhance as _enhance
 
 pytestmark = pytest.mark.gui
-
-PLUGIN = "napari-uspmie"
-
-
-def save_checkpoint(path, kwargs=TINY, seed=0):
-    """A trainer-style checkpoint of a random-init generator (what inference loads)."""
-    torch.manual_seed(seed)
-    net = ResnetGenerator(**kwargs)
-    torch.save({"generator_ab": net.state_dict(), "network_def_kwargs": dict(kwargs)}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint_epoch=1.pt")
-
-
-def _widget(viewer, checkpoint=None):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Enhance (LaMEGAN)")
-    widget.device.value = "cpu"
-    if checkpoint is not None:
-        widget.model.value = "checkpoint"
-        widget.model_path.value = str(checkpoint)
-    return widget
-
-
-def _enhance(qtbot, widget, layer):
-    widget.image.value = layer
-    worker = widget.run()
-    assert worker is not None
-    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    return worker
 
 
 def _assert_same_geometry(result, source):

@@ -1,0 +1,80 @@
+"""Calibrate the structure guard on the held-out evaluation, and measure how often it is right.
+
+The guard sees only the input and the output. The evaluation also knows the clean truth, so for
+every enhanced slice it can say whether structure was really lost (:func:`reference_lost`):
+
+* on a degraded input (cases a and b): LaSSIM(output, clean) below LaSSIM(input, clean), i.e. the
+  enhancement moved the image away from the truth's structure;
+* on a clean input (case c): LaSSIM(input, output) at level 1 below 0.8;
+* on any input: a visible checkerboard (index above 1.5 times the input's).
+
+:func:`calibrate` picks per-level thresholds as one low quantile of the good slices' LaSSIM(input,
+output), the largest that keeps false alarms at most ``max_false_alarm``; :func:`confusion`
+counts hits, misses and false alarms of given thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, LEVELS, StructureThresholds
+from napari_uspmie.research.evaluation_cases import CASES
+
+__all__ = ["reference_lost", "guard_flags", "confusion", "calibrate"]
+
+CLEAN_LEVEL_1 = 0.8
+
+
+def _grid_ratio(row: dict) -> float:
+    return row["checker_out"] / max(row["checker_in"], CHECKERBOARD_FLOOR)
+
+
+def reference_lost(row: dict) -> bool:
+    """Whether the clean truth says ``row`` (an evaluation row) lost structure (module docstring)."""
+    if _grid_ratio(row) > 1.5:
+        return True
+    if row["case"] == CASES["c"]:
+        return row["lassim_in_out_1"] < CLEAN_LEVEL_1
+    return row["lassim_out_clean"] < row["lassim_in_clean"]
+
+
+def guard_flags(row: dict, thresholds: StructureThresholds) -> bool:
+    """Whether the guard, which sees only input and output, flags ``row``."""
+    if _grid_ratio(row) > thresholds.max_checkerboard_ratio:
+        return True
+    return any(row[f"lassim_in_out_{k}"] < t for k, t in thresholds.min_lassim.items())
+
+
+def confusion(rows: Sequence[dict], thresholds: StructureThresholds) -> dict[str, float]:
+    """Hits, misses, false alarms and correct passes of the guard against the reference."""
+    counts = {"hit": 0, "miss": 0, "false_alarm": 0, "pass": 0}
+    for row in rows:
+        lost, flagged = reference_lost(row), guard_flags(row, thresholds)
+        counts[("hit" if flagged else "miss") if lost else ("false_alarm" if flagged else "pass")] += 1
+    good, bad = counts["false_alarm"] + counts["pass"], counts["hit"] + counts["miss"]
+    return {
+        **counts,
+        "false_alarm_rate": counts["false_alarm"] / good if good else 0.0,
+        "miss_rate": counts["miss"] / bad if bad else 0.0,
+    }
+
+
+def calibrate(rows: Sequence[dict], max_false_alarm: float = 0.05) -> StructureThresholds:
+    """Per-level thresholds at one quantile of the good rows, the largest within ``max_false_alarm``.
+
+    Args:
+        rows: evaluation rows of enhanced outputs (not of the unenhanced input).
+        max_false_alarm: largest share of good rows the guard may flag.
+    """
+    good = [r for r in rows if not reference_lost(r)]
+    if not good:
+        return StructureThresholds()
+    values = {k: np.array([r[f"lassim_in_out_{k}"] for r in good]) for k in LEVELS}
+    best = StructureThresholds({k: 0.0 for k in LEVELS})
+    for q in np.linspace(0.0, max_false_alarm, 51):
+        candidate = StructureThresholds({k: round(float(np.quantile(v, q)), 3) for k, v in values.items()})
+        if confusion(rows, candidate)["false_alarm_rate"] <= max_false_alarm:
+            best = candidate
+    return best
