@@ -207,6 +207,32 @@ def check_targets(summary: list[dict], result: dict, method: str) -> list[dict]:
     return [{"target": t, "value": float(v), "met": bool(rule(v))} for t, v, rule in rows]
 
 
+def guard_section(result: dict) -> list[str]:
+    """Markdown lines: the guard's thresholds calibrated on the enhanced rows, and its confusion per method."""
+    from napari_uspmie.research.guard_calibration import calibrate, confusion
+
+    enhanced = [r for r in result["rows"] if r["method"] != INPUT]
+    if not enhanced:
+        return []
+    thresholds = calibrate(enhanced)
+    result["guard_thresholds"] = {"min_lassim": thresholds.min_lassim, "max_checkerboard_ratio": 1.5}
+    levels = ", ".join(f"level {k} >= {v:.3f}" for k, v in thresholds.min_lassim.items())
+    lines = [
+        "",
+        f"Structure guard, thresholds calibrated here (at most 5% false alarms): LaSSIM(in, out) {levels}; "
+        "checkerboard <= 1.5x the input's. Lost = the clean truth says so (LaSSIM to clean below the input's; "
+        "clean input changed below 0.8 at level 1; a checkerboard).",
+        "",
+        "| method | lost, flagged | lost, missed | good, flagged (false alarm) | good, passed | false-alarm rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in dict.fromkeys(r["method"] for r in enhanced):
+        c = confusion([r for r in enhanced if r["method"] == method], thresholds)
+        rate = f"{100 * c['false_alarm_rate']:.1f}%"
+        lines.append(f"| {method} | {c['hit']} | {c['miss']} | {c['false_alarm']} | {c['pass']} | {rate} |")
+    return lines
+
+
 def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> str:
     """Markdown tables: metrics per case and method, case d, and the targets of the last method."""
     lines = [
@@ -232,6 +258,7 @@ def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> st
     lines += ["", "| d: out-of-scope input | refused | reason |", "|---|---|---|"]
     for r in result.get("out_of_scope", []):
         lines.append(f"| {r['name']} | {'yes' if r['refused'] else 'NO'} | {'; '.join(r['reasons']) or '-'} |")
+    lines += guard_section(result)
     methods = [s["method"] for s in summary if s["method"] != INPUT]
     if methods:
         lines += ["", f"Targets ({methods[-1]}):", "", "| target | value | met |", "|---|---|---|"]

@@ -109,20 +109,39 @@ def test_cli_writes_table_and_json(dataset, tmp_path, capsys):
 shipped = bundle_path() / "models" / "model.pt"
 
 
-@pytest.mark.skipif(not shipped.exists(), reason="no shipped weights in this checkout")
-def test_shipped_model_restores_heldout_slices(dataset):
-    """Regression test of the shipped weights: loaded through the bundle's network_def, they must
-    raise SSIM to the clean slice on held-out MNI slices the model never saw."""
+def _shipped_network():
+    """The shipped weights, loaded through the bundle's network_def (what the bundle runs)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(bundle_path() / "configs" / "inference.json")
+    parser["bundle_root"] = str(bundle_path())
     net = parser.get_parsed_content("network_def", instantiate=True)
     net.load_state_dict(torch.load(shipped, map_location="cpu", weights_only=True))
-    net.eval()
+    return net.eval()
+
+
+def test_shipped_model_restores_heldout_slices(dataset):
+    """Regression test of the shipped weights: they must raise SSIM to the clean slice on held-out
+    MNI slices the model never saw."""
+    net = _shipped_network()
     gains = []
     for path in sorted((dataset / "heldout/slices/clean").glob("mni_axial_*.png")):
         clean, degraded = load_gray(path), load_gray(dataset / "heldout/slices/degraded" / path.name)
         gains.append(ssim(enhance_slice(net, degraded), clean) - ssim(degraded, clean))
     assert len(gains) >= 10
     assert np.mean(np.array(gains) > 0) >= 0.8 and np.mean(gains) > 0.05
+
+
+def test_shipped_model_leaves_clean_heldout_slices_nearly_alone(dataset):
+    """A good image in, nearly the same image out: fine structure kept (LaSSIM at level 1), no grid
+    drawn (checkerboard index at most 1.5x the input's), dark areas (ventricles) not grown."""
+    net = _shipped_network()
+    paths = sorted((dataset / "heldout/slices/clean").glob("*.png"))
+    assert len(paths) >= 10
+    for path in paths:
+        clean = load_gray(path)
+        m = slice_metrics(enhance_slice(net, clean), clean, clean, None)
+        assert m["lassim_in_out_1"] >= 0.85, (path.name, m)
+        assert m["checker_out"] <= 1.5 * max(m["checker_in"], 2e-5), (path.name, m)
+        assert abs(m["dark_change"]) <= 0.15 or not np.isfinite(m["dark_change"]), (path.name, m)
