@@ -141,3 +141,11 @@ class EnhancementCancelled(RuntimeError):
 class OutOfScopeError(ValueError, ExplainedError):
     """An input outside what the model was trained on (modality, colour, pixel size); the message
     names the file, the reason and the override."""
+
+
+class DeviceError(ValueError, ExplainedError):
+    """A device that does not exist here (no such kind, no CUDA GPU, no such GPU index)."""
+
+
+class SettingError(ValueError, ExplainedError):
+    """A setting (option, config value) out of its range; the message names it and what it accepts."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_uspmie.errors import ExplainedError
+from napari_uspmie.errors import ExplainedError, SettingError
 from napari_uspmie.inference.pipeline import colour_channels, to_slices
 from napari_uspmie.metric.structure_check import StructureThresholds, StructureVerdict, check_structure
 
@@ -138,7 +138,7 @@ def enhance_checked(
         ValueError: unknown policy; InvalidImageError for unusable values.
     """
     if on_structure_loss not in STRUCTURE_POLICIES:
-        raise ValueError(f"on_structure_loss must be one of {STRUCTURE_POLICIES}, got {on_structure_loss!r}.")
+        raise SettingError(f"on_structure_loss must be one of {STRUCTURE_POLICIES}, got {on_structure_loss!r}.")
     record: dict[str, Any] = {}
     start = time.perf_counter()
     enhanced = enhancer.enhance(

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_uspmie.errors import CheckpointError
+from napari_uspmie.errors import CheckpointError, DeviceError
 from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
@@ -55,9 +55,29 @@ _SETTINGS = {"tile_size": "roi_size", "overlap": None, "batch_size": "sw_batch_s
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA if available, then Apple MPS, then CPU; anything else as given."""
+    """``None``/``"auto"``: CUDA if available, then Apple MPS, then CPU; anything else as given, if present.
+
+    Raises:
+        DeviceError: an unknown device kind, or a device this machine does not have.
+    """
     if device is not None and str(device) != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from e
+        if chosen.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise DeviceError(f"device {device!r}: no CUDA GPU is available here; use auto or cpu.")
+            if chosen.index is not None and chosen.index >= count:
+                raise DeviceError(f"device {device!r}: this machine has {count} CUDA GPU(s), numbered from 0.")
+        elif chosen.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise DeviceError(f"device {device!r}: Apple MPS is not available here; use auto or cpu.")
+        elif chosen.type != "cpu":
+            raise DeviceError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

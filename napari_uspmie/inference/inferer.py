@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer, sliding_window_inference
 from torch import nn
 
-from napari_uspmie.errors import EnhancementCancelled
+from napari_uspmie.errors import EnhancementCancelled, SettingError
 from napari_uspmie.inference.channels import ChannelAdapter, network_channels
 from napari_uspmie.inference.geometry import resample_factors_of, resampled_enhancement
 from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
@@ -179,9 +179,9 @@ class EnhancementInferer(Inferer):
     ) -> None:
         super().__init__()
         if tile_size < 16 or tile_size % 4:
-            raise ValueError(f"tile_size must be a multiple of 4 and at least 16, got {tile_size}.")
+            raise SettingError(f"tile_size must be a multiple of 4 and at least 16, got {tile_size}.")
         if not 0 <= overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
+            raise SettingError(f"overlap must be in [0, 1), got {overlap}.")
         self.tile_size = int(tile_size)
         self.overlap = float(overlap)
         self.mode = mode

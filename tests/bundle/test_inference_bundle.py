@@ -324,3 +324,20 @@ def test_ckpt_export_and_verify(workspace, shipped_architecture):
         n=16,
         device="cpu",
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (("--tile_size", "7"), "tile_size must be a multiple of 4 and at least 16, got 7."),
+        (("--on_structure_loss", "maybe"), "on_structure_loss must be one of ('warn', 'keep-input', 'fail')"),
+    ],
+)
+def test_bad_settings_are_one_line_without_traceback(workspace, setting, message):
+    config = workspace["bundle"] / "configs" / "inference.json"
+    out = workspace["root"] / f"bad_{setting[0].strip('-')}"
+    proc = monai_bundle("run", "--config_file", config, "--dataset_dir", workspace["good"], "--output_dir", out,
+                        *setting, cwd=workspace["root"])  # fmt: skip
+    assert proc.returncode == 1 and message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -267,7 +267,16 @@ def test_load_enhancer_checkpoint_layouts(tmp_path):
 
 
 def test_pick_device():
+    from napari_uspmie.errors import DeviceError
+
     assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        pick_device("tpu")
+    with pytest.raises(DeviceError, match="use auto, cpu"):
+        pick_device("xla")
+    if not torch.cuda.is_available():  # the refusal a CPU machine gives
+        with pytest.raises(DeviceError, match="no CUDA GPU is available here"):
+            pick_device("cuda:1")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device().type in (expected, "mps")
 
