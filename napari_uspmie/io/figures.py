@@ -19,7 +19,7 @@ from napari_uspmie.io.heatmap import HEATMAP_RANGE, heatmap_cmap
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
-__all__ = ["display_gray", "save_heatmap_overlay", "kde_density", "save_density_grid"]
+__all__ = ["display_gray", "save_heatmap_overlay", "save_comparison_grid", "kde_density", "save_density_grid"]
 
 #: Colours of the two distributions in density plots.
 BLUR_COLOR = "tab:blue"
@@ -175,4 +175,50 @@ def save_density_grid(
     axes.ravel()[0].legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save(fig, out_path, overwrite)
+
+
+def save_comparison_grid(
+    rows: Sequence[tuple[str, Sequence[np.ndarray], np.ndarray]],
+    columns: Sequence[str],
+    out_path: str | os.PathLike,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Rows of grey images side by side, each row ending with its LaSSIM heatmap, one colour bar.
+
+    Grey panels are shown at ``[0, 1]`` as they are (no window: an output darker than its input
+    looks darker); heatmaps in the package's one colour map over its fixed range.
+
+    Args:
+        rows: ``(label, images, heatmap)`` per row; every row has ``len(columns) - 1`` images.
+        columns: column titles, the heatmap's last.
+        out_path: PNG to create.
+        title: figure title.
+        overwrite: replace an existing file.
+
+    Returns:
+        The written path.
+    """
+    n_cols = len(columns)
+    fig = Figure(figsize=(2.6 * n_cols + 0.8, 2.7 * len(rows) + 0.5), dpi=110, layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    lo, hi = HEATMAP_RANGE
+    shown = None
+    for r, (label, images, heat) in enumerate(rows):
+        for c, image in enumerate([*images, heat]):
+            ax = axes[r][c]
+            if c < n_cols - 1:
+                ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                shown = ax.imshow(heat, cmap=heatmap_cmap(), vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+        axes[r][0].set_ylabel(label, fontsize=8)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes[:, -1].tolist(), shrink=0.8, label="LaSSIM map (low = structure changed)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, out_path, overwrite)

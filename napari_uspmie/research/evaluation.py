@@ -135,16 +135,22 @@ def evaluate(
         scope: the scope case d is checked against (default: the shipped bundle's).
 
     Returns:
-        ``{"rows": [{"case", "group", "name", "method", **metrics}], "out_of_scope": [...], "level"}``.
+        ``{"rows": [{"case", "group", "name", "method", **metrics}], "out_of_scope": [...], "level",
+        "examples"}``; ``examples`` (arrays, not JSON) holds per case the first slice of each group
+        with every method's output, for :func:`save_case_figures`.
     """
     dataset_dir = Path(dataset_dir)
     if niqe_model is None and (dataset_dir / "niqe_pristine.npz").exists():
         niqe_model = NIQEModel.load(dataset_dir / "niqe_pristine.npz")
     rows = []
+    examples: dict[str, list] = {}
     for case, group, name, inp, clean in case_inputs(dataset_dir, every=every):
         outputs = {INPUT: inp}
         for method, gen in generators.items():
             outputs[method] = enhance_slice(gen, inp) if isinstance(gen, torch.nn.Module) else gen(inp)
+        shown = examples.setdefault(case, [])
+        if all(g != group for g, *_ in shown):  # the first slice of every group, for the figures
+            shown.append((group, name, inp, outputs, clean))
         for method, out in outputs.items():
             rows.append({"case": case, "group": group, "name": name, "method": method})
             rows[-1].update(slice_metrics(out, inp, clean, niqe_model))
@@ -153,7 +159,7 @@ def evaluate(
     for item in out_of_scope_inputs():
         problems = scope_problems(scope, channels=item["channels"], modality=item["modality"], spacing=item["spacing"])
         refusals.append({"name": item["name"], "refused": bool(problems), "reasons": problems})
-    return {"rows": rows, "out_of_scope": refusals, "level": LEVEL}
+    return {"rows": rows, "out_of_scope": refusals, "level": LEVEL, "examples": examples}
 
 
 def _share(values: list[bool]) -> float:
@@ -267,6 +273,29 @@ def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> st
     return "\n".join(lines) + "\n"
 
 
+def save_case_figures(result: dict, method: str, stem: str | Path) -> list[Path]:
+    """One figure per case: input / ``method``'s output / clean / LaSSIM(input, output) heatmap.
+
+    Returns:
+        The written paths, ``<stem>_case_<a|b|c>.png`` (replaced when they exist).
+    """
+    from napari_uspmie.io.figures import save_comparison_grid
+    from napari_uspmie.metric.lassim import lassim_map
+
+    paths = []
+    for case, shown in result.get("examples", {}).items():
+        rows = []
+        for group, name, inp, outputs, clean in shown:
+            out = outputs[method]
+            heat = lassim_map(out, inp, level=LEVEL)
+            rows.append((f"{group}\n{name}", [inp, out, clean], heat))
+        columns = ["input", f"{method} output", "clean", f"LaSSIM(input, output), level {LEVEL}"]
+        path = Path(f"{stem}_case_{case[0]}.png")
+        save_comparison_grid(rows, columns, path, title=case, overwrite=True)
+        paths.append(path)
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m napari_uspmie.research.evaluation DATASET_DIR --model NAME=PATH ... [--out table.md]``."""
     parser = argparse.ArgumentParser(prog="evaluate-mri", description=__doc__.splitlines()[0])
@@ -288,8 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = format_markdown(summarize(result), result)
     print(table)
     if args.out:
-        Path(args.out).write_text(table)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+        out = Path(args.out)
+        out.write_text(table)
+        if gens:
+            save_case_figures(result, list(gens)[-1], out.with_suffix(""))
+        result.pop("examples")
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -101,6 +101,8 @@ def test_cli_writes_table_and_json(dataset, tmp_path, capsys):
     assert main([str(small), "--model", f"tiny={tmp_path / 'model.pt'}", "--out", str(out), "--every", "5"]) == 0
     assert "| tiny |" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["level"] == LEVEL
+    figures = sorted(p.name for p in tmp_path.glob("table_case_*.png"))
+    assert figures == ["table_case_a.png", "table_case_b.png", "table_case_c.png"]
     with pytest.raises(SystemExit) as missing:
         main([str(tmp_path / "nowhere")])
     assert missing.value.code == 2 and "no held-out data" in capsys.readouterr().err
