@@ -158,7 +158,8 @@ class LaSSIMReport:
         summary = self.summary()
         metrics = {k: float(v) for k, v in getattr(engine.state, "metrics", {}).items() if np.isscalar(v)}
         summary["key_metric"] = metrics
-        (self.output_dir / "lassim_summary.json").write_text(json.dumps(summary, indent=2))
+        with staged_output(self.output_dir / "lassim_summary.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
         if summary["n"]:
             line = (
                 f"LaSSIM over {summary['n']} case(s): mean {summary['mean']:.4f}, std {summary['std']:.4f}, "

@@ -29,6 +29,7 @@ from monai.data import Dataset
 from monai.engines import SupervisedEvaluator
 
 from napari_uspmie.errors import CheckpointError, ImageReadError, find_explained, log_error, user_message
+from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.dicom import find_series, is_dicom_file
 from napari_uspmie.io.readers import is_image_path
 from napari_uspmie.io.writers import check_output_dir
@@ -210,13 +211,16 @@ class EnhancementEvaluator(SupervisedEvaluator):
 
     def summarize(self, csv_path: str | os.PathLike | None = None, exit_on_failure: bool = True) -> list[dict]:
         """Print the per-case table, optionally write it as CSV, and exit with status 1 if a case failed."""
-        columns = [c for c in self.cases[0] if c != "error"] + ["error"] if self.cases else []
+        # every column any case has, in first-seen order, "error" last: a failed first case
+        # (which has no metric columns) does not narrow the table
+        seen = dict.fromkeys(key for case in self.cases for key in case if key != "error")
+        columns = [*seen, "error"] if self.cases else []
         print(format_table(self.cases, columns))
         failed = sum(case["status"] != "enhanced" for case in self.cases)
         print(f"{len(self.cases) - failed} of {len(self.cases)} case(s) enhanced, {failed} failed.")
         if csv_path is not None:
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
+            with staged_output(csv_path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, restval="")
                 writer.writeheader()
                 writer.writerows(self.cases)
         if failed and exit_on_failure:

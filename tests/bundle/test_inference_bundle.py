@@ -341,3 +341,32 @@ def test_bad_settings_are_one_line_without_traceback(workspace, setting, message
     assert proc.returncode == 1 and message in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_case_table_keeps_every_column_when_the_first_case_failed(tmp_path, capsys):
+    """The CSV's columns are all the cases' columns (a failed first case has no metric columns), and the
+    file is written whole through a temporary name."""
+    from types import SimpleNamespace
+
+    from napari_uspmie.bundle.workflow import EnhancementEvaluator
+
+    cases = [
+        {"case": "bad.nii.gz", "status": "failed", "seconds": 0.0, "output": "", "error": "bad.nii.gz: NaN/Inf"},
+        {
+            "case": "ok.png",
+            "status": "enhanced",
+            "seconds": 0.5,
+            "output": "out/ok.png",
+            "structure": "kept",
+            "error": "",
+        },
+    ]
+    target = tmp_path / "cases.csv"
+    target.write_text("an older table\n")
+    EnhancementEvaluator.summarize(SimpleNamespace(cases=cases), target, exit_on_failure=False)
+    with open(target) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["case", "status", "seconds", "output", "structure", "error"]
+    assert rows[1]["structure"] == "kept" and rows[0]["structure"] == "" and rows[0]["error"].endswith("NaN/Inf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.csv"]  # no temporary left
+    assert "1 of 2 case(s) enhanced, 1 failed." in capsys.readouterr().out
