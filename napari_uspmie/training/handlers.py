@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from napari_uspmie.errors import CheckpointError
 from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.heatmap import heatmap_rgb
 from napari_uspmie.training.trainer import unwrap
@@ -53,13 +54,34 @@ class ConstantState:
         self.value = dict(state)
 
 
-def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
-    """The ``checkpoint_epoch=N.pt`` with the largest ``N`` in ``ckpt_dir``, or ``None``."""
+def checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint_epoch=N.pt`` files of ``ckpt_dir``, largest ``N`` first."""
     folder = Path(ckpt_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The ``checkpoint_epoch=N.pt`` with the largest ``N`` in ``ckpt_dir``, or ``None``."""
+    found = checkpoints(ckpt_dir)
+    return found[0] if found else None
+
+
+def first_readable(paths: list[Path]) -> tuple[Path, set[str]]:
+    """The first checkpoint of ``paths`` that loads, with its keys; unreadable ones are skipped with a warning.
+
+    Raises:
+        CheckpointError: none of them loads.
+    """
+    for path in paths:
+        try:
+            return path, set(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
+        except Exception as e:  # truncated, corrupt or foreign files: the previous one may still load
+            logger.warning("%s: unreadable checkpoint (%s); trying the previous one.", path, type(e).__name__)
+    names = ", ".join(p.name for p in paths)
+    raise CheckpointError(f"no readable checkpoint to resume from ({names}); start without --resume.")
 
 
 def parse_resume(resume: Any) -> bool | str:
@@ -89,8 +111,9 @@ def engine_pools(engine: Engine) -> dict[str, Any]:
 class TrainingCheckpointSaver:
     """MONAI ``CheckpointSaver`` of ``save_dict`` plus the trainer and its image pools, every ``save_interval`` epochs.
 
-    Files are ``save_dir/checkpoint_epoch=N.pt``; the newest ``n_saved`` are kept, and an
-    older one is deleted only after a newer one was written.
+    Files are ``save_dir/checkpoint_epoch=N.pt``; the newest ``n_saved`` are kept, also across
+    resumed runs (whose saver did not write the older files), and an older one is deleted only
+    after a newer one was written.
 
     Args:
         save_dir: checkpoint folder.
@@ -129,6 +152,13 @@ class TrainingCheckpointSaver:
             n_saved=self.n_saved,
             epoch_level=True,
         ).attach(engine)
+        if self.n_saved is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.prune)
+
+    def prune(self, engine: Engine | None = None) -> None:
+        """Delete checkpoints beyond the newest ``n_saved`` (earlier runs' included)."""
+        for old in checkpoints(self.save_dir)[self.n_saved :]:
+            old.unlink(missing_ok=True)
 
 
 class ResumeFromCheckpoint:
@@ -143,8 +173,11 @@ class ResumeFromCheckpoint:
             a path loads that file (see :func:`parse_resume`).
         trainer_key: key of the trainer's state in the checkpoint.
 
+    With ``resume=True`` an unreadable newest checkpoint (a run killed while writing it) is skipped,
+    with a warning, for the newest one that loads.
+
     Raises:
-        FileNotFoundError: (when attached) resume was asked for but there is no checkpoint.
+        CheckpointError: (when attached) resume was asked for but there is no readable checkpoint.
     """
 
     def __init__(self, ckpt_dir: str, load_dict: Mapping[str, Any], resume: Any = False, trainer_key: str = "trainer"):
@@ -153,30 +186,33 @@ class ResumeFromCheckpoint:
         self.resume = parse_resume(resume)
         self.trainer_key = trainer_key
 
-    def checkpoint_path(self) -> Path | None:
+    def candidates(self) -> list[Path]:
+        """Checkpoints to try, in order (empty when not resuming)."""
         if self.resume is False:
-            return None
+            return []
         if self.resume is True:
-            path = latest_checkpoint(self.ckpt_dir)
-            if path is None:
-                raise FileNotFoundError(
+            found = checkpoints(self.ckpt_dir)
+            if not found:
+                raise CheckpointError(
                     f"resume was requested but {self.ckpt_dir} holds no checkpoint_epoch=N.pt; "
                     "start without --resume, or pass --ckpt_dir of the earlier run."
                 )
-            return path
+            return found
         path = Path(self.resume)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint to resume from does not exist: {path}")
-        return path
+            raise CheckpointError(f"{path}: the checkpoint to resume from does not exist.")
+        return [path]
 
     def attach(self, engine: Engine) -> None:
         from monai.handlers import CheckpointLoader
 
-        path = self.checkpoint_path()
-        if path is None:
+        candidates = self.candidates()
+        if not candidates:
             return
+        path, saved_keys = first_readable(candidates)
+        if path != candidates[0]:
+            logger.warning("resuming from %s, the newest checkpoint that loads", path)
         logger.info("resuming from %s", path)
-        saved_keys = set(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
         pools = {key: pool for key, pool in engine_pools(engine).items() if key in saved_keys}
         # Load on CPU; load_state_dict then copies to wherever the networks live.
         CheckpointLoader(
