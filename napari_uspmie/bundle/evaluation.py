@@ -32,17 +32,11 @@ from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.heatmap import heatmap_rgb
 from napari_uspmie.metric.handler import LaSSIMHandler
 from napari_uspmie.metric.lassim import lassim_map, min_size_for_level
+from napari_uspmie.metric.lassim_rule import feasible_level
 
-__all__ = ["case_pair", "lassim_pairs", "feasible_level", "CaseLaSSIMHandler", "LaSSIMReport", "save_heatmap"]
+__all__ = ["case_pair", "lassim_pairs", "CaseLaSSIMHandler", "LaSSIMReport", "save_heatmap"]
 
 logger = logging.getLogger("napari_uspmie.bundle")
-
-
-def feasible_level(shape: tuple[int, ...], level: int = 3) -> int:
-    """The largest level ``<= level`` whose band still holds an SSIM window for ``shape`` (H, W)."""
-    while level > 0 and min(shape) < min_size_for_level(level):
-        level -= 1
-    return level
 
 
 def case_pair(item: dict[str, Any], pred_key: str = "pred") -> tuple[torch.Tensor, torch.Tensor]:

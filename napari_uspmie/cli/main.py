@@ -171,7 +171,7 @@ def _check_heatmap_target(target: Path, inputs: tuple[Path, ...], overwrite: boo
 def run_lassim(args: argparse.Namespace) -> int:
     """Print the LaSSIM score of two files and optionally write the heatmap overlay."""
     from napari_uspmie.io.readers import read_image
-    from napari_uspmie.metric.lassim import lassim, lassim_map
+    from napari_uspmie.metric.lassim_rule import lassim_by_slice
 
     if args.level > args.max_level:
         raise ValueError(
@@ -182,25 +182,30 @@ def run_lassim(args: argparse.Namespace) -> int:
     arrays = []
     for path in (args.a, args.b):
         array, meta = read_image(path)
-        arrays.append(_scoring_array(array, meta, path))
+        arrays.append(_scoring_array(array, meta, path))  # the last file's meta says whether it is colour
     a, b = arrays
     if a.shape != b.shape:
         raise ValueError(
             f"{args.a} has shape {a.shape} but {args.b} has shape {b.shape}; "
             "LaSSIM compares an image with a processed version of it of the same size."
         )
+    rgb = a.ndim == 3 and a.shape[-1] == 3 and meta.get("channel_axis") is not None
     try:
-        if args.heatmap:
-            heat, score = lassim_map(a, b, level=args.level, max_level=args.max_level, return_score=True)
-        else:
-            score = lassim(a, b, level=args.level, max_level=args.max_level)
+        result = lassim_by_slice(a, b, level=args.level, max_level=args.max_level, rgb=rgb, heatmap=bool(args.heatmap))
     except ValueError as e:
         raise ValueError(f"{args.a} vs {args.b}: {e}") from e
-    print(f"LaSSIM = {score:.6f}  ({args.a} vs {args.b}; level {args.level} of {args.max_level})")
+    score, heat = result.score, result.heatmap
+    lowered = (
+        f"; level {args.level} does not fit {'x'.join(map(str, a.shape[-2:]))} slices"
+        if result.level < args.level
+        else ""
+    )
+    slices = f", mean of {len(result.per_slice)} slices" if len(result.per_slice) > 1 else ""
+    print(f"LaSSIM = {score:.6f}  ({args.a} vs {args.b}; level {result.level} of {args.max_level}{slices}{lowered})")
     if args.heatmap:
         from napari_uspmie.io.figures import save_heatmap_overlay
 
-        title = f"LaSSIM {score:.4f} (level {args.level}): {Path(args.a).name} vs {Path(args.b).name}"
+        title = f"LaSSIM {score:.4f} (level {result.level}): {Path(args.a).name} vs {Path(args.b).name}"
         is_volume = heat.ndim == 3
         if is_volume:  # a volume: show its middle slice
             k = heat.shape[0] // 2

@@ -5,11 +5,9 @@ The heatmap is LaSSIM's SSIM map at one Laplacian band, upsampled to the image s
 structure departs from the original's; it is added as a translucent layer with the
 original layer's geometry, so it lies exactly over the image.
 
-Volumes are compared in 3D. When one axis of a volume is too short for the chosen level
-(a level-``L`` band needs ``6 * 2**L + 1`` samples per axis, 49 at the paper's level 3),
-the volume is compared slice by slice along that axis in 2D and the score is the mean of
-the slice scores; the widget says so. If more than one axis is too short, it asks for a
-lower level.
+Scores follow the one rule of every tool (:mod:`napari_uspmie.metric.lassim_rule`): volumes
+slice by slice along axis 0 (the enhancer's slices), the score the mean over slices, and the
+chosen level lowered to the largest that fits slices too small for it (the widget says so).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import numpy as np
 from magicgui.widgets import Container, Label, PushButton, SpinBox, create_widget
 
 from napari_uspmie.io.heatmap import HEATMAP_COLORS, HEATMAP_CONTROLS, HEATMAP_NAME
-from napari_uspmie.metric.lassim import lassim_map, min_size_for_level
+from napari_uspmie.metric.lassim_rule import lassim_by_slice
 from napari_uspmie.plugin.layers import (
     JobOutcome,
     as_float_gray,
@@ -80,33 +78,20 @@ def lassim_heatmap(
 
     Returns:
         ``(heatmap, score, mode)``: a float32 map of the spatial shape, the LaSSIM score and
-        a short description of how it was computed (``"2D"``, ``"3D"`` or
-        ``"slice-wise 2D along axis k"``).
+        a short description of how it was computed (``"2D"`` or ``"slice by slice along axis 0"``,
+        plus the level used when ``level`` does not fit), by the one rule of
+        :mod:`napari_uspmie.metric.lassim_rule`.
 
     Raises:
-        ValueError: shapes differ, too many dimensions, or the image is too small for ``level``.
+        ValueError: shapes differ, too many dimensions, or slices too small for any level.
     """
     a, b = _prepare_pair(original, enhanced, original_rgb, enhanced_rgb)
-    spatial = a.shape[:2] if (original_rgb and enhanced_rgb) else a.shape
-    need = min_size_for_level(level)
-    if len(spatial) == 2 or min(spatial) >= need:
-        heat, score = lassim_map(a, b, level=level, max_level=MAX_LEVEL, return_score=True)
-        return heat.astype(np.float32), float(score), f"{len(spatial)}D"
-    short = [axis for axis, n in enumerate(spatial) if n < need]
-    if len(short) > 1:
-        raise ValueError(
-            f"volume of shape {spatial} is too small for LaSSIM at level {level}: axes {short} are shorter than "
-            f"{need} samples; choose a lower level (level {_largest_level(spatial)} fits)."
-        )
-    axis = short[0]
-    maps, scores = [], []
-    for i in range(spatial[axis]):
-        heat, score = lassim_map(
-            np.take(a, i, axis=axis), np.take(b, i, axis=axis), level=level, max_level=MAX_LEVEL, return_score=True
-        )
-        maps.append(heat.astype(np.float32))
-        scores.append(score)
-    return np.stack(maps, axis=axis), float(np.mean(scores)), f"slice-wise 2D along axis {axis}"
+    rgb = original_rgb and enhanced_rgb
+    result = lassim_by_slice(a, b, level=level, max_level=MAX_LEVEL, rgb=rgb, heatmap=True)
+    mode = "2D" if (rgb or a.ndim == 2) else "slice by slice along axis 0"
+    if result.level != level:
+        mode += f", level {result.level} (level {level} does not fit)"
+    return result.heatmap.astype(np.float32), result.score, mode
 
 
 def add_heatmap_layer(viewer, heat: np.ndarray, original, enhanced_name: str, level: int, score: float, mode: str):
@@ -137,15 +122,6 @@ def add_heatmap_layer(viewer, heat: np.ndarray, original, enhanced_name: str, le
         **layer_geometry(original),
     )
     return name
-
-
-def _largest_level(spatial: tuple[int, ...]) -> int:
-    """Highest level whose band holds a window along the two longest axes (at least 0)."""
-    second = sorted(spatial)[-2]
-    level = 0
-    while level < MAX_LEVEL and min_size_for_level(level + 1) <= second:
-        level += 1
-    return level
 
 
 def _heatmap_job(original, enhanced, level, original_rgb, enhanced_rgb) -> JobOutcome:
@@ -246,6 +222,4 @@ class HeatmapWidget(Container):
             return
         heat, score, mode = outcome.value
         self._score.value = f"LaSSIM (level {level}, {mode}): {score:.4f}"
-        name = add_heatmap_layer(self._viewer, heat, original, enhanced.name, level, score, mode)
-        if mode.startswith("slice-wise"):
-            notify_info(f"{name}: the volume is too thin for a 3D level-{level} band; computed {mode}.")
+        add_heatmap_layer(self._viewer, heat, original, enhanced.name, level, score, mode)

@@ -19,6 +19,7 @@ import torch
 
 from napari_uspmie.io.readers import read_image
 from napari_uspmie.metric.lassim import lassim
+from napari_uspmie.metric.lassim_rule import lassim_by_slice
 from napari_uspmie.models.networks import ResnetGenerator
 from tests.io_factories import (
     CT_SMALL,
@@ -222,6 +223,11 @@ def test_evaluate_prints_lassim_table(workspace):
     x, _ = read_image(good / "retina.png")
     y, _ = read_image(out / "retina_enhanced.png")
     assert float(rows["retina.png"]["lassim"]) == pytest.approx(lassim(y, x), abs=2e-3)  # uint8 rounding of the file
+    # a volume: the one rule of every tool (slice by slice, level lowered to fit), as the lassim command gives it
+    source, _ = read_image(good / "brain.nii.gz")
+    enhanced, _ = read_image(out / "brain_enhanced.nii.gz")
+    expected = lassim_by_slice(enhanced, source, level=3)
+    assert expected.level == 2 and float(rows["brain.nii.gz"]["lassim"]) == pytest.approx(expected.score, abs=2e-3)
 
 
 def test_unwritable_output_fails_before_work(workspace, capsys):

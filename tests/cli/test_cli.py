@@ -84,8 +84,8 @@ def test_lassim_command_rejects_different_shapes(png_pair, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_lassim_command_volumes(tmp_path):
-    """NIfTI volumes: a 3D pyramid and SSIM; the heatmap shows the middle slice."""
+def test_lassim_command_volumes(tmp_path, capsys):
+    """NIfTI volumes: scored slice by slice (the one rule); the heatmap shows the middle slice."""
     nifti = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
     img = nib.load(nifti)
     vol = np.asarray(img.dataobj, dtype=np.float32)
@@ -94,8 +94,15 @@ def test_lassim_command_volumes(tmp_path):
     heatmap = tmp_path / "h.png"
     assert main(["lassim", str(tmp_path / "noisy.nii.gz"), str(nifti), "--level", "1", "--heatmap", str(heatmap)]) == 0
     assert heatmap.stat().st_size > 0
-    # the default level needs 49 voxels a side: a clear error, exit code 2
-    assert main(["lassim", str(tmp_path / "noisy.nii.gz"), str(nifti)]) == 2
+    capsys.readouterr()
+    # the default level needs 49 pixels a side: the largest level that fits, and the output says so
+    assert main(["lassim", str(tmp_path / "noisy.nii.gz"), str(nifti)]) == 0
+    printed = capsys.readouterr().out
+    assert "level 2 of 5" in printed and "level 3 does not fit" in printed
+    tiny = tmp_path / "tiny.nii.gz"
+    nib.save(nib.Nifti1Image(vol[:6, :6, :4], img.affine), tiny)
+    assert main(["lassim", str(tiny), str(tiny)]) == 2  # no level fits 6 x 6 slices: a clear error
+    assert "too small for LaSSIM" in capsys.readouterr().err
 
 
 def test_errors_are_messages_not_tracebacks(png_pair, tmp_path, capsys):

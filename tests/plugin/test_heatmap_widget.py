@@ -7,6 +7,7 @@ import pytest
 from skimage import data, transform
 
 from napari_uspmie import lassim
+from napari_uspmie.metric.lassim_rule import lassim_by_slice
 from napari_uspmie.plugin.heatmap_widget import lassim_heatmap
 from tests.plugin.napari_helpers import notification_messages
 
@@ -75,30 +76,30 @@ def test_heatmap_rgb_and_gray_pair_and_identity(make_napari_viewer, qtbot):
     assert heat.metadata["lassim_score"] == pytest.approx(1.0, abs=1e-9)
 
 
-def test_heatmap_3d_volume_and_thin_volume_fallback(make_napari_viewer, qtbot, notifications):
+def test_heatmap_scores_volumes_slice_by_slice_by_the_one_rule(make_napari_viewer, qtbot):
     rng = np.random.default_rng(0)
-    volume = rng.random((52, 52, 52)).astype(np.float32)
+    volume = rng.random((6, 52, 60)).astype(np.float32)
     noisy = volume + 0.3 * rng.random(volume.shape).astype(np.float32)
-    heat3d, score3d, mode = lassim_heatmap(volume, noisy, level=3)
-    assert mode == "3D" and heat3d.shape == volume.shape
-    assert score3d == pytest.approx(lassim(noisy, volume, level=3), abs=1e-9)
+    heat, score, mode = lassim_heatmap(volume, noisy, level=3)
+    assert mode == "slice by slice along axis 0" and heat.shape == volume.shape
+    assert score == pytest.approx(np.mean([lassim(noisy[i], volume[i], level=3) for i in range(6)]), abs=1e-9)
+    assert score == pytest.approx(lassim_by_slice(noisy, volume, level=3).score, abs=1e-12)
 
     viewer = make_napari_viewer()
-    thin = volume[:8]
-    original = viewer.add_image(thin, name="thin", scale=(5.0, 1.0, 1.0), translate=(1.0, 2.0, 3.0))
-    enhanced = viewer.add_image(noisy[:8], name="thin enhanced")
+    small = volume[:, :40, :40]  # slices too small for level 3: the largest level that fits, said so
+    original = viewer.add_image(small, name="small", scale=(5.0, 1.0, 1.0), translate=(1.0, 2.0, 3.0))
+    enhanced = viewer.add_image(noisy[:, :40, :40], name="small enhanced")
     widget = _dock(viewer)
     widget.original.value, widget.enhanced.value = original, enhanced
     widget.level.value = 3
     _run(qtbot, widget)
-    heat = viewer.layers["thin enhanced LaSSIM"]
-    assert heat.data.shape == thin.shape
+    heat = viewer.layers["small enhanced LaSSIM"]
+    assert heat.data.shape == small.shape
     np.testing.assert_allclose(heat.scale, (5.0, 1.0, 1.0))
     np.testing.assert_allclose(heat.translate, (1.0, 2.0, 3.0))
-    per_slice = [lassim(noisy[i], thin[i], level=3) for i in range(8)]
+    per_slice = [lassim(noisy[i, :40, :40], small[i], level=2) for i in range(6)]
     assert heat.metadata["lassim_score"] == pytest.approx(np.mean(per_slice), abs=1e-9)
-    assert heat.metadata["lassim_mode"] == "slice-wise 2D along axis 0"
-    assert any("slice-wise" in m for m in notification_messages(notifications, "info"))
+    assert "level 2 (level 3 does not fit)" in heat.metadata["lassim_mode"]
 
 
 def test_heatmap_bad_input_notifies(make_napari_viewer, qtbot, notifications, camera64):
@@ -111,8 +112,15 @@ def test_heatmap_bad_input_notifies(make_napari_viewer, qtbot, notifications, ca
     assert any("differ in size" in m for m in notification_messages(notifications, "error"))
     assert "b LaSSIM" not in viewer.layers
 
-    # too small for the level along two axes: a clear message, no layer
+    # too small for the level: the largest level that fits, said in the score line
     widget.original.value, widget.enhanced.value = viewer.layers["a"], viewer.layers["a"]
     widget.level.value = 5
     _run(qtbot, widget)
-    assert any("too small for LaSSIM at level 5" in m for m in notification_messages(notifications, "error"))
+    assert "level 3 (level 5 does not fit)" in viewer.layers["a LaSSIM"].metadata["lassim_mode"]
+    # too small for any level: a clear message, no layer
+    viewer.add_image(camera64[:5, :5], name="c")
+    widget.reset_choices()
+    widget.original.value, widget.enhanced.value = viewer.layers["c"], viewer.layers["c"]
+    _run(qtbot, widget)
+    assert any("too small for LaSSIM" in m for m in notification_messages(notifications, "error"))
+    assert "c LaSSIM" not in viewer.layers
