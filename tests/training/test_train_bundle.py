@@ -77,9 +77,10 @@ def test_cli_trains_two_epochs_and_writes_everything(first_run):
         "lr_scheduler_g", "lr_scheduler_d", "trainer", "network_def_kwargs", "image_pool_a", "image_pool_b",
     }  # fmt: skip
     assert len(ckpt["image_pool_a"]["images"]) == len(ckpt["image_pool_b"]["images"]) == 2 * 5  # every fake so far
-    assert (
-        ckpt["trainer"]["iteration"] == 2 * 5 and ckpt["network_def_kwargs"] == TINY_GENERATOR
-    )  # 2 epochs x 5 A items
+    assert ckpt["trainer"]["iteration"] == 2 * 5 and ckpt["network_def_kwargs"] == {
+        **TINY_GENERATOR,
+        "upsample": "transpose",
+    }  # 2 epochs x 5 A items
     kwargs = json.loads((ckpt_dir / "model_config.json").read_text())
     generator = ResnetGenerator(**kwargs)
     generator.load_state_dict(torch.load(ckpt_dir / "model.pt", weights_only=True))
