@@ -81,7 +81,7 @@ class ResizeConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 3, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        x = nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")  # a float: TorchScript exports it
         return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
 
 
