@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import get_worker_info
 
-from napari_uspmie.errors import ErrorInWorker, ExplainedError, ImageReadError, log_error
+from napari_uspmie.errors import ErrorInWorker, ExplainedError, ImageReadError, SettingError, log_error
 from napari_uspmie.io.atomic import split_ext
 from napari_uspmie.io.dicom import find_series
 from napari_uspmie.io.discovery import visible_files
@@ -226,22 +226,22 @@ def check_training_sizes(
     """Fail early, with the fix in the message, on sizes the networks or losses cannot take.
 
     Raises:
-        ValueError: sizes not multiples of 4 (the generator halves twice), a patch larger
+        SettingError: (a ``ValueError``) sizes not multiples of 4 (the generator halves twice), a patch larger
             than ``load_size``, or sizes too small for LaSSIM at ``level``.
     """
     load = [int(s) for s in load_size]
     if len(load) != 2:
-        raise ValueError(f"load_size must be [height, width], got {load_size}.")
+        raise SettingError(f"load_size must be [height, width], got {load_size}.")
     for name, value in (("load_size", load), ("patch_size", [int(patch_size)])):
         if any(v % 4 for v in value):
-            raise ValueError(f"{name} {value} must be multiples of 4 (the generator downsamples twice).")
+            raise SettingError(f"{name} {value} must be multiples of 4 (the generator downsamples twice).")
     if patch_size > min(load):
-        raise ValueError(f"patch_size {patch_size} is larger than load_size {load}: crops must fit resized images.")
+        raise SettingError(f"patch_size {patch_size} is larger than load_size {load}: crops must fit resized images.")
     need = min_size_for_level(level)
     if min(load) < need:
-        raise ValueError(f"load_size {load} is too small for LaSSIM at level {level} (>= {need}).")
+        raise SettingError(f"load_size {load} is too small for LaSSIM at level {level} (>= {need}).")
     if perceptual_loss == "lassim" and patch_size < need:
-        raise ValueError(f"patch_size {patch_size} is too small for the 'lassim' loss at level {level}.")
+        raise SettingError(f"patch_size {patch_size} is too small for the 'lassim' loss at level {level}.")
     return True
 
 

@@ -254,8 +254,12 @@ def test_training_size_checks():
         check_training_sizes([128, 128], 256)
     with pytest.raises(ValueError, match="too small for LaSSIM"):
         check_training_sizes([40, 40], 32)
-    with pytest.raises(ValueError, match="'lassim' loss"):
+    with pytest.raises(ValueError, match="'lassim' loss") as caught:
         check_training_sizes([64, 64], 32, perceptual_loss="lassim")
+    # an explained error: the bundle's hook shows its message alone, without a traceback
+    from napari_uspmie.errors import ExplainedError
+
+    assert isinstance(caught.value, ExplainedError)
 
 
 def test_a_header_claiming_more_voxels_than_its_file_holds_counts_for_nothing(tmp_path):
