@@ -18,8 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from napari_uspmie.bundle.evaluation import case_pair
-from napari_uspmie.errors import SettingError
-from napari_uspmie.inference.checked import STRUCTURE_POLICIES, StructureLossError
+from napari_uspmie.inference.checked import StructureLossError, check_policy
 from napari_uspmie.metric.structure_check import StructureThresholds, check_structure
 
 __all__ = ["StructureGuardd"]
@@ -46,9 +45,7 @@ class StructureGuardd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if on_structure_loss not in STRUCTURE_POLICIES:
-            raise SettingError(f"on_structure_loss must be one of {STRUCTURE_POLICIES}, got {on_structure_loss!r}.")
-        self.policy = on_structure_loss
+        self.policy = check_policy(on_structure_loss)
         self.thresholds = thresholds or StructureThresholds()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

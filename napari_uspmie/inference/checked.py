@@ -20,9 +20,20 @@ from napari_uspmie.errors import ExplainedError, SettingError
 from napari_uspmie.inference.pipeline import colour_channels, to_slices
 from napari_uspmie.metric.structure_check import StructureThresholds, StructureVerdict, check_structure
 
-__all__ = ["STRUCTURE_POLICIES", "Enhancement", "StructureLossError", "enhance_checked"]
+__all__ = ["STRUCTURE_POLICIES", "check_policy", "Enhancement", "StructureLossError", "enhance_checked"]
 
 STRUCTURE_POLICIES = ("warn", "keep-input", "fail")
+
+
+def check_policy(on_structure_loss: str) -> str:
+    """``on_structure_loss`` if it is one of :data:`STRUCTURE_POLICIES`.
+
+    Raises:
+        SettingError: any other value.
+    """
+    if on_structure_loss not in STRUCTURE_POLICIES:
+        raise SettingError(f"on_structure_loss must be one of {STRUCTURE_POLICIES}, got {on_structure_loss!r}.")
+    return on_structure_loss
 
 
 class StructureLossError(ValueError, ExplainedError):
@@ -137,8 +148,7 @@ def enhance_checked(
         StructureLossError: structure lost under ``"fail"``.
         ValueError: unknown policy; InvalidImageError for unusable values.
     """
-    if on_structure_loss not in STRUCTURE_POLICIES:
-        raise SettingError(f"on_structure_loss must be one of {STRUCTURE_POLICIES}, got {on_structure_loss!r}.")
+    check_policy(on_structure_loss)
     record: dict[str, Any] = {}
     start = time.perf_counter()
     enhanced = enhancer.enhance(

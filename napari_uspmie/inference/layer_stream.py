@@ -65,8 +65,7 @@ class LayerStream:
         device: where convolutions run.
         band_elements: output elements (channels x pixels) per convolution call, at most.
         autocast: context manager factory for the compute (precision), e.g. ``nullcontext``.
-        check: called before each convolution call (cancelling).
-        layer_done: called after each convolution layer (progress).
+        layer_done: called after each convolution layer (progress; raising there cancels).
     """
 
     def __init__(
@@ -74,13 +73,11 @@ class LayerStream:
         device: torch.device,
         band_elements: int,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
-        check: Callable[[], None] = lambda: None,
         layer_done: Callable[[], None] = lambda: None,
     ) -> None:
         self.device = device
         self.band_elements = max(int(band_elements), 1)
         self.autocast = autocast
-        self.check = check
         self.layer_done = layer_done
 
     def __call__(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -154,7 +151,6 @@ class LayerStream:
         bias = None if bias is None else bias.to(self.device)
         for a in range(0, out_h, rows):
             b = min(out_h, a + rows)
-            self.check()
             band = x[..., a * stride_h : (b - 1) * stride_h + reach_h + 1, :].to(self.device, non_blocking=True)
             with self.autocast():
                 y = F.conv2d(band, weight, bias, (stride_h, stride_w), 0, dilation)
