@@ -7,13 +7,15 @@ The budget is half the machine's memory unless ``NAPARI_USPMIE_MAX_IMAGE_BYTES``
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
+import zlib
 from pathlib import Path
 
 from napari_uspmie.errors import ImageReadError
 
-__all__ = ["BUDGET_VARIABLE", "memory_budget", "check_openable", "check_declared_size"]
+__all__ = ["BUDGET_VARIABLE", "memory_budget", "check_openable", "check_declared_size", "check_gzip_stream"]
 
 BUDGET_VARIABLE = "NAPARI_USPMIE_MAX_IMAGE_BYTES"
 
@@ -88,3 +90,28 @@ def check_declared_size(path: Path, declared: int, stored: int | None, what: str
             f"{path}: the header declares {what} ({declared / 2**30:.1f} GiB), more than the memory budget of "
             f"{budget / 2**30:.1f} GiB; raise {BUDGET_VARIABLE} if the image is real."
         )
+
+
+def check_gzip_stream(path: Path, chunk_bytes: int = 2**22) -> int:
+    """Decompress a gzip file to its end without keeping it, to find truncation before training reads it.
+
+    A gzip file cut short keeps a valid header, so header checks pass and the loss shows only when the
+    voxels are read, possibly hours into a run. Decompressing costs one pass over the file and holds
+    ``chunk_bytes`` at a time.
+
+    Returns:
+        The number of decompressed bytes.
+
+    Raises:
+        ImageReadError: the stream ends early, fails its checksum or is not gzip.
+    """
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(chunk_bytes):
+                total += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ImageReadError(
+            f"{path}: truncated or corrupt compressed data ({type(e).__name__}: {e}); re-export or re-copy the file."
+        ) from None
+    return total

@@ -7,7 +7,8 @@ does (:mod:`napari_uspmie.io`). Volumes contribute one training item per slice a
 ``slice_axis`` of the package's ``(D, H, W)`` layout (0 = the slice axis: NIfTI's third
 voxel axis, the stacking axis of a DICOM series; axial for the usual acquisitions).
 
-Every file is checked cheaply before training (image headers only); files that fail are
+Every file is checked before training (image headers, PNG chunks, and the whole compressed
+stream of ``.nii.gz`` files, which hide truncation behind an intact header); files that fail are
 reported by name and skipped, and a domain without any usable image stops the run.
 """
 
@@ -25,12 +26,21 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import get_worker_info
 
-from napari_uspmie.errors import ErrorInWorker, ExplainedError, ImageReadError, SettingError, log_error
+from napari_uspmie.errors import (
+    ErrorInWorker,
+    ExplainedError,
+    ImageReadError,
+    SettingError,
+    find_explained,
+    log_error,
+)
 from napari_uspmie.io.atomic import split_ext
 from napari_uspmie.io.dicom import find_series
 from napari_uspmie.io.discovery import visible_files
+from napari_uspmie.io.limits import check_gzip_stream
 from napari_uspmie.io.readers import IMAGE_SUFFIXES, detect_format, is_image_path, nifti_volume_shape
 from napari_uspmie.metric.lassim import min_size_for_level
+from napari_uspmie.training.transforms import SourceReadError
 
 __all__ = [
     "DOMAINS",
@@ -107,6 +117,8 @@ def scan_domain(folder: str | os.PathLike, slice_axis: int = 0) -> DomainScan:
                 _check_2d_image(path)
                 scan.items.append({"image": str(path), "kind": "image", "slice": -1, "axis": slice_axis, "name": rel})
             elif fmt == "nifti":
+                if path.name.lower().endswith(".gz"):
+                    check_gzip_stream(path)
                 _add_volume(scan, str(path), "nifti", nifti_volume_shape(path), slice_axis, rel)
             elif fmt == "dicom" or IMAGE_SUFFIXES.get(split_ext(path.name)[1].lower()) == "dicom":
                 dicom_folders[path.parent].append(path)
@@ -249,14 +261,17 @@ class UnpairedDataset(TorchDataset):
     """Pairs every domain-A item with a random domain-B item (CycleGAN's unaligned dataset).
 
     An epoch visits every A item once (``len = max(len(A), len(B))``, A cycling when B is
-    larger); B is drawn at random, so the pairing changes every epoch.
+    larger); B is drawn at random, so the pairing changes every epoch. An item whose file fails
+    to load although it passed the scan is skipped with a warning naming the file, and the next
+    readable item is used; only a domain left without any readable item stops training.
 
     Args:
         data: ``{"A": items, "B": items}`` from :func:`scan_unpaired_dataset`.
         transform: MONAI transform applied to each item (key ``"image"``).
         cache_rate: fraction of items whose deterministic transforms (loading, scaling,
-            resizing) are cached in memory by ``monai.data.CacheDataset``; 0 disables.
-        num_workers: threads filling that cache.
+            resizing) are cached in memory by ``monai.data.CacheDataset``; 0 disables. The cache
+            is filled here, before any ``DataLoader`` worker starts, so unreadable files are found
+            and counted before the first iteration.
 
     Returns items ``{"A": (C, H, W) tensor, "B": tensor, "A_name": str, "B_name": str}``.
     """
@@ -266,7 +281,6 @@ class UnpairedDataset(TorchDataset):
         data: dict[str, list[dict]],
         transform: Callable | None = None,
         cache_rate: float = 0.0,
-        num_workers: int | None = 1,
     ) -> None:
         from monai.data import CacheDataset, Dataset
 
@@ -274,21 +288,50 @@ class UnpairedDataset(TorchDataset):
             if not data.get(d):
                 raise DatasetError(f"domain {d} has no items.")
         self.data = data
+        self.unreadable: dict[str, set[int]] = {d: set() for d in DOMAINS}
         if cache_rate > 0:
-            self.domain_a = CacheDataset(data["A"], transform, cache_rate=cache_rate, num_workers=num_workers)
-            self.domain_b = CacheDataset(data["B"], transform, cache_rate=cache_rate, num_workers=num_workers)
+            # runtime_cache: a failing item raises when read (and is skipped) instead of aborting the fill
+            self.domains = {
+                d: CacheDataset(data[d], transform, cache_rate=cache_rate, runtime_cache=True, progress=False)
+                for d in DOMAINS
+            }
+            for d, dataset in self.domains.items():
+                for index in range(dataset.cache_num):
+                    self._item(d, index)
         else:
-            self.domain_a = Dataset(data["A"], transform)
-            self.domain_b = Dataset(data["B"], transform)
+            self.domains = {d: Dataset(data[d], transform) for d in DOMAINS}
 
     def __len__(self) -> int:
-        return max(len(self.domain_a), len(self.domain_b))
+        return max(len(d) for d in self.domains.values())
+
+    def _item(self, domain: str, index: int) -> dict[str, Any]:
+        """Item ``index`` of ``domain``, or the next readable one after it (recording the failures)."""
+        dataset = self.domains[domain]
+        for step in range(len(dataset)):
+            k = (index + step) % len(dataset)
+            if k in self.unreadable[domain]:
+                continue
+            try:
+                return dataset[k]
+            except Exception as error:
+                explained = find_explained(error)
+                if not isinstance(explained, (ImageReadError, SourceReadError)):
+                    raise
+                self.unreadable[domain].add(k)
+                name = self.data[domain][k]["name"]
+                logger.warning("domain %s: skipping unreadable file %s (%s)", domain, name, explained)
+        names = sorted(self.data[domain][k]["name"] for k in self.unreadable[domain])
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise DatasetError(
+            f"domain {domain} ({DOMAINS[domain]}) has no readable images left (unreadable: {shown}); "
+            "replace or remove the damaged files."
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any] | ErrorInWorker:
         try:
-            a = self.domain_a[index % len(self.domain_a)]
+            a = self._item("A", index % len(self.domains["A"]))
             # torch's generator: seeded per DataLoader worker and by monai.utils.set_determinism.
-            b = self.domain_b[int(torch.randint(len(self.domain_b), ()))]
+            b = self._item("B", int(torch.randint(len(self.domains["B"]), ())))
         except Exception as error:
             record = ErrorInWorker.of(error) if get_worker_info() is not None else None
             if record is None:

@@ -179,7 +179,7 @@ def test_unpaired_dataset_pairs_every_a_with_random_b(mixed_dataset):
         assert item["A_name"] == data_["A"][i % len(data_["A"])]["name"]
         names_b.add(item["B_name"])
     assert len(names_b) > 1
-    cached = UnpairedDataset(data_, transform=pipeline(1, patch=32), cache_rate=1.0, num_workers=0)
+    cached = UnpairedDataset(data_, transform=pipeline(1, patch=32), cache_rate=1.0)
     assert cached[0]["A"].shape == (1, 32, 32)
 
 
@@ -220,12 +220,34 @@ def test_unreadable_files_are_named_and_skipped(tmp_path, caplog):
     (root / "A" / "empty.jpg").write_bytes(b"")
     (root / "A" / "fake.nii.gz").write_bytes(gzip.compress(b"no header here"))
     (root / "A" / "text.dcm").write_text("hello")
+    packed = (root / "A" / "t1.nii.gz").read_bytes()  # header and gzip trailer intact, the middle cut out
+    (root / "A" / "cut.nii.gz").write_bytes(packed[:400] + packed[len(packed) // 2 :])
     with caplog.at_level(logging.WARNING, logger="napari_uspmie.training.data"):
         data_ = scan_unpaired_dataset(root)
     assert sorted(i["name"] for i in data_["A"]) == ["blurred0.png", "t1.nii.gz[0]"]
-    for name in ("truncated.png", "empty.jpg", "fake.nii.gz", "text.dcm"):
+    for name in ("truncated.png", "empty.jpg", "fake.nii.gz", "text.dcm", "cut.nii.gz"):
         assert name in caplog.text
     assert "empty file" in caplog.text
+    assert "truncated or corrupt compressed data" in caplog.text
+
+
+@pytest.mark.parametrize("cache_rate", [0.0, 1.0])
+def test_file_failing_at_load_time_is_skipped_by_name(tmp_path, caplog, cache_rate):
+    root = write_unpaired_dataset(tmp_path / "ds", n_png=2, nifti_slices=1)
+    data_ = scan_unpaired_dataset(root)
+    broken = root / "A" / "blurred0.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # damaged after the scan (a copy still running, a bad disk)
+    with caplog.at_level(logging.WARNING, logger="napari_uspmie.training.data"):
+        ds = UnpairedDataset(data_, transform=pipeline(1, patch=32), cache_rate=cache_rate)
+        names = [ds[i]["A_name"] for i in range(len(ds))]
+    assert "blurred0.png" not in names and "blurred1.png" in names
+    assert caplog.text.count("skipping unreadable file blurred0.png") == 1  # found once, then left out
+    for png in (root / "A").glob("*.png"):
+        png.write_bytes(b"")
+    (root / "A" / "t1.nii.gz").write_bytes(b"")
+    emptied = UnpairedDataset(data_, transform=pipeline(1, patch=32))
+    with pytest.raises(DatasetError, match="domain A .* no readable images left"):
+        emptied[0]
 
 
 def test_domain_of_only_bad_files_stops_with_their_names(tmp_path):

@@ -221,20 +221,19 @@ def test_an_explained_error_in_a_worker_comes_back_as_data_and_is_raised_again(t
     explained error as a record instead, collation passes it on, and the trainer raises it again."""
     from torch.utils.data import DataLoader
 
-    from napari_uspmie.errors import ErrorInWorker, find_explained
-    from napari_uspmie.training.data import UnpairedDataset
+    from napari_uspmie.errors import ErrorInWorker
+    from napari_uspmie.training.data import DatasetError, UnpairedDataset
     from napari_uspmie.training.transforms import LoadImageSliced
 
     cut = tmp_path / "cut.nii"
     cut.write_bytes(ANATOMICAL.read_bytes()[: ANATOMICAL.stat().st_size // 3])
     item = {"image": str(cut), "kind": "nifti", "slice": 0, "axis": 0, "name": "cut.nii"}
     dataset = UnpairedDataset({"A": [item], "B": [item]}, transform=LoadImageSliced("image"))
-    with pytest.raises(RuntimeError) as caught:  # in the main process: raised as it is (MONAI wraps it)
-        dataset[0]
-    assert isinstance(find_explained(caught.value), SourceReadError)
+    with pytest.raises(DatasetError, match=r"domain A .*no readable images left \(unreadable: cut\.nii\)"):
+        dataset[0]  # the only item of A cannot be read: skipping it leaves nothing
     loader = DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=UnpairedDataset.collate)
     record = next(iter(loader))
-    assert isinstance(record, ErrorInWorker) and record.error_type is SourceReadError
-    assert record.message.startswith(f"cannot read {cut}: ") and "Traceback" not in record.message
-    with pytest.raises(SourceReadError, match=r"^cannot read .*cut\.nii: "):
+    assert isinstance(record, ErrorInWorker) and record.error_type is DatasetError
+    assert "unreadable: cut.nii" in record.message and "Traceback" not in record.message
+    with pytest.raises(DatasetError, match=r"^domain A .*cut\.nii"):
         record.reraise()
