@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel
@@ -16,7 +18,7 @@ from pydicom.data import get_testdata_file
 from scipy import ndimage
 from skimage import data
 
-from napari_uspmie.models.networks import VGG19Features
+from napari_uspmie.models.networks import ResnetGenerator, VGG19Features
 
 ANATOMICAL = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
@@ -91,3 +93,30 @@ def offline_env(tmp_path: str | os.PathLike) -> dict[str, str]:
         NAPARI_USPMIE_VGG19_URL="http://127.0.0.1:9/vgg19-dcbb9e9d.pth",
     )
     return env
+
+
+def run_train_bundle(config: str, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of ``config`` with the tiny settings and ``args``, from ``cwd``."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *tiny_overrides(), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def tensorboard_tags(folder: Path) -> set[str]:
+    """Scalar tags of every TensorBoard event file in ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in folder.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def save_tiny_generator(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny generator saved as ``model.pt`` with its ``model_config.json``."""
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ResnetGenerator(**TINY_GENERATOR).state_dict(), folder / "model.pt")
+    (folder / "model_config.json").write_text(json.dumps(TINY_GENERATOR))
+    return folder / "model.pt"

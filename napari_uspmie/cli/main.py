@@ -66,6 +66,13 @@ COMMANDS: tuple[Command, ...] = (
         run="main",
     ),
     Command(
+        "compare-methods",
+        "the paper's comparison (CycleGAN, StillGAN, MIINet, LaMEGAN) on held-out MRI",
+        "napari_uspmie.research.method_comparison",
+        add=None,
+        run="main",
+    ),
+    Command(
         "demo",
         "enhance a degraded held-out MRI volume with the shipped model",
         "napari_uspmie.research.demo",

@@ -6,8 +6,10 @@ One iteration (METHOD.md section 2, CycleGAN's order):
    ``rec_B = G_A(fake_A)``;
 2. update G_A and G_B together, discriminators frozen: LSGAN terms ``D_A(fake_B) -> 1``
    and ``D_B(fake_A) -> 1``, cycle L1 terms times ``lambda_cycle``, identity terms times
-   ``lambda_cycle * lambda_identity`` (off in LaMEGAN) and the Laplacian perceptual terms
-   times ``lambda_perceptual``;
+   ``lambda_cycle * lambda_identity`` (off in LaMEGAN), the perceptual terms times
+   ``lambda_perceptual`` (LaMEGAN's Laplacian band, MIINet's images) and StillGAN's
+   illumination and structure terms times ``lambda_cycle * lambda_illumination`` and
+   ``lambda_cycle * lambda_structure`` (relative weights, as in the official code);
 3. update D_A (real B vs. pooled fake B) and D_B (real A vs. pooled fake A), each with
    ``0.5 * (MSE(D(real), 1) + MSE(D(fake), 0))``.
 
@@ -38,10 +40,7 @@ from napari_uspmie.training.image_pool import ImagePool
 
 __all__ = [
     "CycleGANTrainer",
-    "LinearDecayLambda",
-    "LinearDecayLR",
     "NonFiniteLossError",
-    "linear_decay_scheduler",
     "prepare_unpaired_batch",
     "unwrap",
 ]
@@ -65,51 +64,6 @@ class _DropExplainedStopLines(logging.Filter):
 
 
 _DROP_EXPLAINED_STOP_LINES = _DropExplainedStopLines()
-
-
-class LinearDecayLambda:
-    """Learning-rate factor of CycleGAN's ``linear`` policy, for ``torch.optim.lr_scheduler.LambdaLR``.
-
-    ``factor(e) = 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)`` for ``e`` completed
-    epochs: constant for ``n_epochs`` epochs, then a linear ramp towards 0 over
-    ``n_epochs_decay`` epochs. A callable object (not a lambda) so that the scheduler's
-    state dict stays plain data and checkpoints load with ``weights_only=True``.
-    """
-
-    def __init__(self, n_epochs: int = 200, n_epochs_decay: int = 100) -> None:
-        if n_epochs < 0 or n_epochs_decay < 0:
-            raise ValueError(f"n_epochs and n_epochs_decay must be >= 0, got {n_epochs}, {n_epochs_decay}.")
-        self.n_epochs = int(n_epochs)
-        self.n_epochs_decay = int(n_epochs_decay)
-
-    def __call__(self, epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - self.n_epochs) / float(self.n_epochs_decay + 1)
-
-
-class LinearDecayLR(torch.optim.lr_scheduler.LambdaLR):
-    """``LambdaLR`` with :class:`LinearDecayLambda`; step it once per epoch.
-
-    Loading a state dict restores the position (``last_epoch``) but keeps this run's
-    schedule (base learning rate, ``n_epochs``, ``n_epochs_decay``), so a resumed run may
-    extend or shorten training; the optimizer's learning rate is set to match at once.
-    """
-
-    def __init__(self, optimizer: Optimizer, n_epochs: int = 200, n_epochs_decay: int = 100) -> None:
-        super().__init__(optimizer, LinearDecayLambda(n_epochs, n_epochs_decay))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = {k: v for k, v in state_dict.items() if k not in ("lr_lambdas", "base_lrs")}
-        state["lr_lambdas"] = [None] * len(self.lr_lambdas)  # None: LambdaLR leaves our lambdas alone
-        super().load_state_dict(state)
-        lrs = [base * fn(self.last_epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas, strict=True)]
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr
-        self._last_lr = lrs
-
-
-def linear_decay_scheduler(optimizer: Optimizer, n_epochs: int = 200, n_epochs_decay: int = 100) -> LinearDecayLR:
-    """Constant learning rate for ``n_epochs``, then linear decay over ``n_epochs_decay`` (per-epoch steps)."""
-    return LinearDecayLR(optimizer, n_epochs, n_epochs_decay)
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -151,6 +105,12 @@ class CycleGANTrainer(Trainer):
         lambda_cycle: weight of each cycle L1 term (paper: 10).
         lambda_identity: identity weight relative to ``lambda_cycle`` (LaMEGAN: 0).
         lambda_perceptual: weight of each perceptual term (paper: 0.25).
+        illumination_loss: StillGAN's ``loss(enhanced)`` on G_A's output, or ``None``. Term names end
+            in the generator they train, as ``loss_G_A``: ``loss_illumination_A``, ``loss_structure_A``
+            (real A vs G_A's output) and ``loss_structure_B``.
+        structure_loss: StillGAN's ``loss(real, translated)`` in both directions, or ``None``.
+        lambda_illumination: illumination weight relative to ``lambda_cycle`` (StillGAN: 0.1).
+        lambda_structure: structure weight relative to ``lambda_cycle`` (StillGAN: 0.5).
         pool_size: capacity of each fake-image history pool (paper: 100).
         gan_loss: adversarial loss, default least squares.
         cycle_loss: cycle/identity distance, default L1.
@@ -188,6 +148,10 @@ class CycleGANTrainer(Trainer):
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
         lambda_perceptual: float = 0.25,
+        illumination_loss: Callable | None = None,
+        structure_loss: Callable | None = None,
+        lambda_illumination: float = 0.0,
+        lambda_structure: float = 0.0,
         pool_size: int = 100,
         gan_loss: Callable | None = None,
         cycle_loss: Callable | None = None,
@@ -255,6 +219,10 @@ class CycleGANTrainer(Trainer):
         self.lambda_cycle = float(lambda_cycle)
         self.lambda_identity = float(lambda_identity)
         self.lambda_perceptual = float(lambda_perceptual)
+        self.illumination_loss = illumination_loss if lambda_illumination > 0 else None
+        self.structure_loss = structure_loss if lambda_structure > 0 else None
+        self.lambda_illumination = float(lambda_illumination)
+        self.lambda_structure = float(lambda_structure)
         self.gan_loss = gan_loss if gan_loss is not None else LSGANLoss()
         self.cycle_loss = cycle_loss if cycle_loss is not None else nn.L1Loss()
         self.inferer = inferer if inferer is not None else SimpleInferer()
@@ -357,6 +325,13 @@ class CycleGANTrainer(Trainer):
             if engine._use_perceptual():
                 terms["loss_perceptual_A"] = engine.perceptual_loss(real_a, fake_b) * engine.lambda_perceptual
                 terms["loss_perceptual_B"] = engine.perceptual_loss(real_b, fake_a) * engine.lambda_perceptual
+            if engine.illumination_loss is not None:
+                weight = engine.lambda_cycle * engine.lambda_illumination
+                terms["loss_illumination_A"] = engine.illumination_loss(fake_b) * weight
+            if engine.structure_loss is not None:
+                weight = engine.lambda_cycle * engine.lambda_structure
+                terms["loss_structure_A"] = engine.structure_loss(real_a, fake_b) * weight
+                terms["loss_structure_B"] = engine.structure_loss(real_b, fake_a) * weight
             loss_g = torch.stack([t.float() for t in terms.values()]).sum()
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist(), strict=True))
         engine._check_finite(engine, "loss_G", values)

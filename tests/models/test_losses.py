@@ -119,7 +119,7 @@ def test_vgg_weights_from_explicit_path(tmp_path):
     path = write_fake_vgg19(tmp_path / "my-vgg.pth")
     loss = LaplacianPerceptualLoss("vgg19", vgg_weights=str(path), download=False)
     expected = torch.load(path, weights_only=True)["features.0.weight"]
-    assert torch.equal(loss.features.features[0].weight, expected)
+    assert torch.equal(loss.vgg.features.features[0].weight, expected)
 
 
 def test_vgg_weights_from_torch_hub_cache(tmp_path, monkeypatch):

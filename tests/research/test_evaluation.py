@@ -24,16 +24,9 @@ from napari_uspmie.research.evaluation import (
     summarize,
 )
 from napari_uspmie.research.evaluation_cases import CASES
-from napari_uspmie.research.mri_dataset import build_mri_dataset
 from napari_uspmie.research.niqe import load_gray
 from tests.unpaired_data import TINY_GENERATOR as TINY
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mri_eval")
-    build_mri_dataset(root, seed=0, orientations=("axial",), volumes=("nibabel_anatomical",))
-    return root
+from tests.unpaired_data import save_tiny_generator
 
 
 def test_enhance_slice_keeps_odd_sizes_and_range():
@@ -87,18 +80,10 @@ def test_evaluate_cases_and_targets_on_real_heldout_data(dataset):
     assert f"level {LEVEL}" in table and "| c: clean input | median |" in table and "Targets (median)" in table
 
 
-def test_cli_writes_table_and_json(dataset, tmp_path, capsys):
-    net = ResnetGenerator(**TINY)
-    torch.save(net.state_dict(), tmp_path / "model.pt")
-    (tmp_path / "model_config.json").write_text(json.dumps(TINY))
+def test_cli_writes_table_and_json(heldout_only, tmp_path, capsys):
+    model = save_tiny_generator(tmp_path)
     out = tmp_path / "table.md"
-    # A small copy of the dataset keeps the CLI run short: only the held-out volume.
-    small = tmp_path / "small"
-    (small / "heldout/slices/clean").mkdir(parents=True)
-    (small / "heldout/volumes").mkdir(parents=True)
-    for p in (dataset / "heldout/volumes").iterdir():
-        (small / "heldout/volumes" / p.name).write_bytes(p.read_bytes())
-    assert main([str(small), "--model", f"tiny={tmp_path / 'model.pt'}", "--out", str(out), "--every", "5"]) == 0
+    assert main([str(heldout_only), "--model", f"tiny={model}", "--out", str(out), "--every", "5"]) == 0
     assert "| tiny |" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["level"] == LEVEL
     figures = sorted(p.name for p in tmp_path.glob("table_case_*.png"))

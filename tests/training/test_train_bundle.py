@@ -11,8 +11,6 @@ import gzip
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,26 +25,11 @@ from tests.unpaired_data import (
     REPO,
     TINY_GENERATOR,
     offline_env,
-    tiny_overrides,
+    run_train_bundle,
+    tensorboard_tags,
     write_fake_vgg19,
     write_unpaired_dataset,
 )
-
-
-def _run_bundle(config: str, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *tiny_overrides(), *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _tb_tags(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for events in folder.glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +38,7 @@ def first_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bundle")
     dataset = write_unpaired_dataset(tmp / "data")  # A: 3 PNG + 2 NIfTI slices, B: 3 PNG + 1 DICOM
     weights = write_fake_vgg19(tmp / "vgg19.pth")
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp),
         "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp / "ckpt"), "--output_dir", str(tmp / "out"),
         "--n_epochs", "1", "--n_epochs_decay", "1", "--perceptual_loss", "vgg19", "--vgg_weights", str(weights),
@@ -87,7 +70,7 @@ def test_cli_trains_two_epochs_and_writes_everything(first_run):
     assert all(torch.equal(v, ckpt["generator_ab"][k]) for k, v in generator.state_dict().items())
     samples = sorted(p.name for p in (tmp / "out" / "samples").glob("epoch_0002_*.png"))
     assert len(samples) == 2
-    tags = _tb_tags(tmp / "out")
+    tags = tensorboard_tags(tmp / "out")
     assert {"loss_G", "loss_G_A", "loss_cycle_B", "loss_perceptual_A", "loss_D_A", "loss_D_B", "lr_G"} <= tags
     assert "val_lassim" in tags
 
@@ -99,7 +82,7 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     shutil.copytree(CONFIGS, bundle / "configs", dirs_exist_ok=True)
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
-    result = _run_bundle(
+    result = run_train_bundle(
         str(bundle / "configs" / "train.json"), elsewhere, offline_env(tmp),
         "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "ckpt"), "--resume", "True",
         "--n_epochs", "2", "--n_epochs_decay", "1", "--perceptual_loss", "lassim", "--pool_size", "20",
@@ -144,7 +127,7 @@ def test_training_refuses_to_write_into_the_shipped_bundle(tmp_path):
     dataset = write_unpaired_dataset(tmp_path / "data", n_png=1, nifti_slices=1)
     shipped = REPO / "monai_bundle" / "models"
     before = file_hashes(shipped)
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp_path),
         "--dataset_dir", str(dataset), "--ckpt_dir", str(shipped), "--perceptual_loss", "lassim",
     )  # fmt: skip
@@ -157,7 +140,7 @@ def test_training_refuses_to_write_into_the_shipped_bundle(tmp_path):
 def test_cli_takes_a_renamed_setting_with_a_warning(tmp_path):
     # The old id's value reaches the size check that runs before any data is read: level 4 needs
     # images of at least 97 pixels, the tiny configuration has 64.
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp_path),
         "--dataset_dir", str(tmp_path / "unused"), "--run_dir", str(tmp_path / "run"), "--perceptual_loss", "lassim",
         "--pyramid_level", "4",
@@ -188,7 +171,7 @@ def _explained_stop(case: str, tmp_path: Path) -> tuple[list[str], str]:
 @pytest.mark.parametrize("case", ["nan_loss", "missing_dataset", "no_vgg_weights"])
 def test_cli_stops_on_an_explained_error_with_its_message_alone(tmp_path, case):
     args, expected = _explained_stop(case, tmp_path)
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp_path),
         "--ckpt_dir", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "out"),
         "--n_epochs", "1", "--n_epochs_decay", "0", *args,
@@ -213,7 +196,7 @@ def test_cli_skips_a_corrupt_volume_by_name_and_trains(tmp_path, workers):
     middle = len(packed) // 2
     packed[middle : middle + 64] = bytes(b ^ 0xFF for b in packed[middle : middle + 64])
     cut.write_bytes(bytes(packed))
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp_path),
         "--dataset_dir", str(dataset), "--run_dir", str(tmp_path / "run"), "--perceptual_loss", "lassim",
         "--n_epochs", "1", "--n_epochs_decay", "0", "--num_workers", workers,
@@ -228,7 +211,7 @@ def test_cli_skips_a_corrupt_volume_by_name_and_trains(tmp_path, workers):
 
 def test_cli_keeps_the_traceback_of_an_unexpected_error(tmp_path):
     dataset = write_unpaired_dataset(tmp_path / "data", n_png=1, nifti_slices=1)
-    result = _run_bundle(
+    result = run_train_bundle(
         "monai_bundle/configs/train.json", REPO, offline_env(tmp_path),
         "--dataset_dir", str(dataset), "--ckpt_dir", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "out"),
         "--perceptual_loss", "lassim", "--train#inferer", "$lambda x, net: 1 / 0",  # a bug inside the iteration

@@ -20,12 +20,8 @@ from napari_uspmie.models.losses import LaplacianPerceptualLoss
 from napari_uspmie.models.networks import PatchDiscriminator, ResnetGenerator
 from napari_uspmie.training.handlers import GeneratorExporter, TrainingCheckpointSaver, latest_checkpoint
 from napari_uspmie.training.image_pool import ImagePool
-from napari_uspmie.training.trainer import (
-    CycleGANTrainer,
-    LinearDecayLambda,
-    NonFiniteLossError,
-    linear_decay_scheduler,
-)
+from napari_uspmie.training.schedule import LinearDecayLambda, linear_decay_scheduler
+from napari_uspmie.training.trainer import CycleGANTrainer, NonFiniteLossError
 from napari_uspmie.training.transforms import SourceReadError
 from tests.unpaired_data import ANATOMICAL, TINY_GENERATOR, camera_crops
 
