@@ -39,6 +39,7 @@ __all__ = [
     "CaseDataset",
     "EnhancementEvaluator",
     "prepare_run",
+    "summarize_all_ranks",
     "load_network",
     "format_table",
     "install_explained_error_hook",
@@ -227,6 +228,31 @@ class EnhancementEvaluator(SupervisedEvaluator):
             sys.stdout.flush()
             raise SystemExit(1)
         return self.cases
+
+
+def summarize_all_ranks(evaluator: EnhancementEvaluator, csv_path: str | os.PathLike) -> list[dict]:
+    """:meth:`EnhancementEvaluator.summarize` over every process of a distributed run.
+
+    Each rank enhanced and wrote its share of the cases (``DistributedSampler``); their case
+    records are gathered, rank 0 prints the one table and writes the one CSV (sorted by case), and
+    every rank exits with status 1 when any case failed anywhere. Without a process group it is
+    ``summarize`` itself.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return evaluator.summarize(csv_path)
+    gathered: list[list[dict] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, evaluator.cases)
+    cases = sorted((case for part in gathered for case in part or []), key=lambda case: case["case"])
+    if dist.get_rank() == 0:
+        evaluator.cases = cases
+        evaluator.summarize(csv_path, exit_on_failure=False)
+    dist.barrier()  # the table is written before any rank ends
+    if any(case["status"] != "enhanced" for case in cases):
+        sys.stdout.flush()
+        raise SystemExit(1)
+    return cases
 
 
 def _fmt(value: Any) -> str:
