@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Optional check that MONAI Label's BundleInferTask loads and runs this package's bundle.
+# Optional check of MONAI Label with this package: BundleInferTask on the bundle, and a real server
+# (the package's MONAI Label app on 127.0.0.1) answering GET /info/ and POST /infer/ round trips.
 #
 # MONAI Label pins packages that clash with the main environment (pydicom < 3 through
 # pydicom-seg, numpy < 2), so it lives in its own virtual environment, created on first use:

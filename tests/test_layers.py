@@ -17,6 +17,7 @@ ALLOWED = {
     "training": {"metric", "models", "io", "inference"},
     "bundle": {"metric", "models", "io", "inference", "training"},
     "plugin": {"metric", "models", "io", "inference", "bundle"},
+    "serving": {"metric", "models", "io", "inference", "bundle"},
     "cli": {"metric", "models", "io", "inference", "training", "bundle", "research"},
     "research": {"metric", "models", "io", "inference", "training", "bundle"},
 }

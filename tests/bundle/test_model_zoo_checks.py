@@ -116,3 +116,21 @@ def test_inference_run_without_data_is_one_line(bundle, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in output, output[-2000:]
     assert "error: no input: pass --dataset_dir" in proc.stderr
+
+
+def test_monailabel_metadata_override_fits_monailabels_environment(bundle):
+    """MONAI Label pins numpy < 2 and pydicom < 3; the override's versions are those of its environment."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    override = json.loads((bundle / "configs" / "metadata_monailabel.json").read_text())
+    script = (REPO / "scripts" / "monailabel_check.sh").read_text()
+    for name, spec in (("numpy", "<2"), ("pydicom", "<3"), ("monailabel", "==0.8.5")):
+        assert f'"{name}{spec}"' in script, name  # what the MONAI Label environment installs
+        version = override.get(f"{name}_version") or override["required_packages_version"][name]
+        assert Version(version) in SpecifierSet(spec), (name, version)
+    metadata = [_config(bundle, "metadata.json"), _config(bundle, "metadata_monailabel.json")]
+    verify_metadata(meta_file=metadata, filepath=str(SCHEMA), hash_val=hashlib.md5(SCHEMA.read_bytes()).hexdigest())
+    main = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert "monailabel" in main["supported_apps"]
+    assert "napari-uspmie" not in main["required_packages_version"]  # not on a package index: pip cannot get it

@@ -29,7 +29,7 @@ def test_network_and_keys(task):
         p.numel() for p in ResnetGenerator(**SHIPPED).parameters()
     )
     post = task.post_transforms()
-    assert [type(t).__name__ for t in post] == ["RestoreFromNetworkd", "Restored"]  # our saver was dropped
+    assert [type(t).__name__ for t in post] == ["RestoreFromNetworkd", "StructureGuardd", "Restored"]  # no saver
 
 
 @pytest.mark.parametrize("infer_type", ["others", ""])  # "": MONAI Label's default (segmentation), as monaibundle
@@ -50,8 +50,8 @@ def test_nifti_through_monai_label(task, infer_type, tmp_path):
 
 
 def test_dicom_series_folder_through_monai_label(task, tmp_path):
-    volume = ct_volume(6)
-    write_dicom_series(tmp_path / "ct", volume)
+    volume = ct_volume(6) + 1000  # MR-like non-negative values
+    write_dicom_series(tmp_path / "ct", volume, modality="MR", intercept=0.0)
     result_file, _ = task({"image": str(tmp_path / "ct"), "device": "cpu", "result_extension": ".nii.gz"})
     out = nib.load(result_file)
     assert out.shape == volume.shape[::-1]  # MONAI layout (x, y, z)
@@ -75,3 +75,15 @@ def test_torchscript_only_bundle(tmp_path):
     src = write_oblique_nifti(path)
     result_file, _ = task({"image": str(path), "device": "cpu", "result_extension": ".nii.gz"})
     assert nib.load(result_file).shape == src.shape
+
+
+def test_monailabel_metadata_override_names_this_environment():
+    import importlib.metadata
+    import json
+
+    from napari_uspmie.io.packaged_data import bundle_path
+
+    override = json.loads((bundle_path() / "configs" / "metadata_monailabel.json").read_text())
+    assert override["numpy_version"] == importlib.metadata.version("numpy")
+    for name, version in override["required_packages_version"].items():
+        assert importlib.metadata.version(name).split("+")[0] == version, name
