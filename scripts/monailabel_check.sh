@@ -33,4 +33,10 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
+# Orthanc, the DICOMweb server of tests/monailabel/test_dicomweb.py, from Debian packages
+if ! command -v Orthanc >/dev/null || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get install -y --no-install-recommends orthanc orthanc-dicomweb
+fi
+
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider --confcutdir tests/monailabel tests/monailabel "$@"

@@ -7,31 +7,15 @@ weights of the shipped architecture.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import requests
 
-import napari_uspmie.serving
 from tests.io_factories import ct_volume, random_bundle, write_dicom_series, write_oblique_nifti
-
-APP = Path(napari_uspmie.serving.__file__).parent / "monailabel_app"
-MODEL = "lamegan_enhancement"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.monailabel.server import MODEL, infer, monailabel_server
 
 
 @pytest.fixture(scope="module")
@@ -41,40 +25,12 @@ def server(tmp_path_factory):
     studies = tmp / "studies"
     studies.mkdir()
     source = write_oblique_nifti(studies / "brain.nii.gz")
-    port = _free_port()
-    monailabel = Path(sys.executable).parent / "monailabel"
-    cmd = [str(monailabel), "start_server", "--app", str(APP), "--studies", str(studies), "--host", "127.0.0.1",
-           "--port", str(port), "--conf", "preload", "false", "--conf", "bundle", str(bundle)]  # fmt: skip
-    log = open(tmp / "server.log", "w")
-    # MONAI Label's launcher script runs the first ``python`` on PATH: this environment's
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{monailabel.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("MONAI Label server exited:\n" + (tmp / "server.log").read_text()[-4000:])
-        try:
-            status = requests.get(f"{url}/info/", timeout=5).status_code
-            if status == 200:
-                break
-            proc.terminate()
-            pytest.fail(f"GET /info/ answered {status}:\n" + (tmp / "server.log").read_text()[-4000:])
-        except requests.ConnectionError:
-            time.sleep(1)
-    else:
-        proc.terminate()
-        pytest.fail("MONAI Label server did not answer in 180 s:\n" + (tmp / "server.log").read_text()[-4000:])
-    yield {"url": url, "tmp": tmp, "studies": studies, "source": source}
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with monailabel_server(tmp, str(studies), bundle) as url:
+        yield {"url": url, "tmp": tmp, "studies": studies, "source": source}
 
 
 def _infer(server, image: str, params: dict | None = None) -> requests.Response:
-    data = {"params": json.dumps({"device": "cpu", **(params or {})})}
-    return requests.post(f"{server['url']}/infer/{MODEL}", params={"image": image, "output": "image"}, data=data,
-                         timeout=300)  # fmt: skip
+    return infer(server["url"], image, params)
 
 
 def test_info_describes_an_image_to_image_model_without_trainers(server):
@@ -129,4 +85,3 @@ def test_a_dicom_seg_result_is_refused(server):
 def test_the_shipped_app_needs_no_download(server):
     log = (server["tmp"] / "server.log").read_text()
     assert "Downloading" not in log and "sam2" not in log.lower()
-    assert shutil.which("monailabel", path=str(Path(sys.executable).parent))

@@ -7,6 +7,8 @@ Start it offline on this machine only::
         --studies /path/to/images --host 127.0.0.1 --port 8000 --conf preload false
 
 ``--conf bundle DIR`` serves another bundle folder (default: the one installed with the package).
+Over DICOMweb (``--studies http://host/dicom-web``) MONAI Label lists only series matching
+``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``, CT by default: set it to ``'{"Modality": "MR"}'`` for MR.
 Training is not offered: MONAI Label's trainers pair images with labels, while LaMEGAN trains on
 two unpaired folders; use the bundle's ``configs/train.json``.
 """
@@ -42,3 +44,7 @@ class EnhancementApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, Any]:
         return {}
+
+    def _download_dcmqi_tools(self) -> None:
+        """MONAI Label fetches dcmqi (label map -> DICOM SEG) from GitHub when it opens a DICOMweb
+        datastore; this app never writes a segmentation, so it needs no tool and works offline."""
