@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OUT ?= outputs
 
-.PHONY: demo test lint bench bench-quick system-deps install install-dev monailabel-check clean
+.PHONY: demo test lint bench bench-quick system-deps install install-dev monailabel-check gpu-check clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: system-deps install-dev lint
 
 bench: install-dev
 	$(PY) -m benchmarks.run_all --out docs
+
+# On a machine with a CUDA GPU (install with TORCH=torch): every device path against the CPU, the
+# inference and metric tests, then the GPU benchmarks page docs/benchmarks_gpu.md. Under 8 minutes.
+gpu-check: install-dev
+	$(PY) -m pytest -q tests/test_devices.py tests/inference tests/metric
+	$(PY) -m benchmarks.gpu_check --device cuda --out docs/benchmarks_gpu.md
 
 monailabel-check:
 	bash scripts/monailabel_check.sh

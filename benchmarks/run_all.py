@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     header += [f"- {k}: {v}" for k, v in info.items()]
     header += [f"- {load_note()}"]
     header += ["", "Reproduce with `make bench` (`python -m benchmarks.run_all --out docs`).", ""]
+    gpu = "[benchmarks_gpu.md](benchmarks_gpu.md)" if (out / "benchmarks_gpu.md").is_file() else "no GPU page yet"
+    header += [f"On a machine with a CUDA GPU, `make gpu-check` writes the GPU figures ({gpu}).", ""]
     if (out / "benchmarks_analysis.md").is_file():
         header += ["Why the figures are what they are, and what was tried: [analysis](benchmarks_analysis.md).", ""]
     header += targets_table(out)

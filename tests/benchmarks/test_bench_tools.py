@@ -112,3 +112,19 @@ def test_call_size_benchmark_picks_what_the_inferer_runs():
     EnhancementInferer(batch_size=6)(x, net)
     picked = picked_size(net, 96, 6, torch.device("cpu"))
     assert picked == 3 and calls == [picked, picked]
+
+
+def test_gpu_check_runs_its_code_path_on_cpu(tmp_path):
+    """``make gpu-check`` measures on CUDA; on a CPU the quick run proves its code works."""
+    from benchmarks.gpu_check import main
+
+    page = tmp_path / "gpu.md"
+    assert main(["--device", "cpu", "--quick", "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "| tiny | 4 x 64 x 64 |" in text and "pairs/s" in text and "iterations/s" in text
+    data = json.loads(page.with_suffix(".json").read_text())
+    assert data["enhancement"][0]["slices_per_s"] > 0 and data["training"]["iterations_per_s"] > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as refused:
+            main(["--out", str(tmp_path / "cuda.md")])
+        assert refused.value.code == 2 and not (tmp_path / "cuda.md").exists()
