@@ -2,10 +2,14 @@
 
 The reference computes one image pair at a time with scikit-image ``rgb2gray``, OpenCV
 ``pyrDown``/``pyrUp`` (a full 5-level pyramid, as the paper's code builds it) and
-``skimage.metrics.structural_similarity`` with the joint data range of the two bands.
-Ours is :func:`napari_uspmie.lassim` on a ``(B, 3, H, W)`` tensor. Both score the same ``B``
-distinct pairs (scikit-image's retina, resized with ``cv2.INTER_AREA``, against its 17 x 17
-box blur), so neither side is served from a cache the other side cannot use.
+``skimage.metrics.structural_similarity`` with the joint data range of the two bands, on the
+uint8 ``(H, W, 3)`` arrays an image reader returns (what the paper's pipeline gets from disk).
+Ours is :func:`napari_uspmie.lassim` on the tensor a user builds from the same arrays
+(``torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)``: uint8, channels-last; the
+"user layout" rows) and on contiguous float32 and float64 ``(B, 3, H, W)`` tensors in [0, 1].
+Both score the same ``B`` distinct pairs (scikit-image's retina, resized with
+``cv2.INTER_AREA``, against its 17 x 17 box blur), so neither side is served from a cache the
+other side cannot use.
 
 Run from the repository root::
 
@@ -36,19 +40,21 @@ from tests.reference import reference_lassim  # the paper's pipeline lives once,
 
 SIZES = ((272, 480), (1024, 1024))
 BATCHES = (1, 16)
-DTYPES = (torch.float64, torch.float32)
+#: our inputs: the user layout (uint8 channels-last, ``None``) and contiguous floats
+LAYOUTS = (None, torch.float32, torch.float64)
 LEVEL, MAX_LEVEL = 3, 5
 
 
 def make_pair(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Retina resized to ``height x width`` and its 17 x 17 box blur, float64 RGB in [0, 1]."""
-    clean = cv2.resize(data.retina(), (width, height), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
+    """Retina resized to ``height x width`` and its 17 x 17 box blur, uint8 RGB as a reader returns them."""
+    clean = cv2.resize(data.retina(), (width, height), interpolation=cv2.INTER_AREA)
     return cv2.blur(clean, (17, 17)), clean
 
 
-def _batch(image: np.ndarray, batch: int, device: str, dtype: torch.dtype) -> torch.Tensor:
-    one = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(device, dtype)
-    return one.repeat(batch, 1, 1, 1).contiguous()
+def _batch(images: list[np.ndarray], device: str, dtype: torch.dtype | None) -> torch.Tensor:
+    """The batch a user builds from ``images`` (``dtype`` None: uint8 channels-last), or a float copy."""
+    user = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+    return user if dtype is None else (user.to(dtype) / 255.0).contiguous()
 
 
 def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> list[dict]:
@@ -68,9 +74,9 @@ def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> lis
             with PeakMemory() as ref_mem:
                 reference()
             for device in devices:
-                for dtype in DTYPES:
-                    p_t = _batch(pred, batch, device, dtype)
-                    r_t = _batch(ref, batch, device, dtype)
+                for dtype in LAYOUTS:
+                    p_t = _batch(preds, device, dtype)
+                    r_t = _batch(refs, device, dtype)
 
                     def ours(p_t=p_t, r_t=r_t):
                         return lassim(p_t, r_t, level=LEVEL, max_level=MAX_LEVEL)
@@ -85,7 +91,7 @@ def run(quick: bool, devices: list[str], rounds: int, min_seconds: float) -> lis
                             "size": f"{height}x{width}",
                             "batch": batch,
                             "device": device,
-                            "dtype": str(dtype).replace("torch.", ""),
+                            "dtype": "uint8 user layout" if dtype is None else str(dtype).replace("torch.", ""),
                             "ours_ms": ms,
                             "ref_ms": ref_ms,
                             "speedup": ref_ms / ms,

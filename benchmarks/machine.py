@@ -108,6 +108,34 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+#: vector and matrix instruction sets that decide which kernels oneDNN and OpenCV run
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+                "amx_bf16", "amx_int8", "neon", "asimd", "sve")  # fmt: skip
+
+
+def cpu_vector_flags() -> list[str]:
+    """The :data:`VECTOR_FLAGS` this CPU reports in ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in VECTOR_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_family() -> str:
+    """A short name of the CPU family for the benchmark pages' per-family sections: vendor and widest ISA."""
+    name = _cpu_name()
+    vendor = "Intel" if "Intel" in name else "AMD" if "AMD" in name else platform.machine()
+    flags = cpu_vector_flags()
+    ranked = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON"))
+    widest = next((name for flag, name in ranked if flag in flags), "other")
+    return f"{vendor} {widest}"
+
+
 def machine_info() -> dict[str, str]:
     """What the numbers were measured on."""
     info = {
@@ -126,6 +154,8 @@ def machine_info() -> dict[str, str]:
     from napari_uspmie.inference.precision import cpu_bf16_flags
 
     info["CPU bfloat16 hardware"] = ", ".join(cpu_bf16_flags()) or "none"
+    info["CPU vector/matrix extensions"] = ", ".join(cpu_vector_flags()) or "unknown"
+    info["CPU family"] = cpu_family()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

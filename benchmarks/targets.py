@@ -27,11 +27,11 @@ def target_row(what: str, case: str, value: float, unit: str, target: float) -> 
 def _lassim_rows(data: dict) -> list[str]:
     rows = []
     for r in data["rows"]:
-        if r["device"] != "cpu" or r["dtype"] != "float32":
+        if r["device"] != "cpu" or r["dtype"] not in ("float32", "uint8 user layout"):
             continue
         target = 1.0 if r["batch"] == 1 else 3.0 if r["batch"] >= 16 else None
         if target is not None:
-            case = f"{r['size']}, batch {r['batch']}, float32, threads {data['threads']}"
+            case = f"{r['size']}, batch {r['batch']}, {r['dtype']}, threads {data['threads']}"
             rows.append(target_row("LaSSIM speedup over the reference", case, r["speedup"], "x", target))
     return rows
 

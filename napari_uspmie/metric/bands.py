@@ -26,6 +26,8 @@ __all__ = [
     "PIECE_BYTES",
     "PathChoice",
     "to_gray",
+    "compute_dtype",
+    "as_compute",
     "fast_path_applies",
     "pairs_per_piece",
     "band_pair",
@@ -58,6 +60,22 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(weights, x.flatten(2)).view(x.shape[0], 1, *x.shape[2:])
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the band of ``x`` is computed in: its own floating dtype, float32 for integer data."""
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
+def as_compute(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A piece of a batch as a contiguous ``dtype`` tensor; uint8 data scaled to [0, 1].
+
+    Users hold images as uint8 ``(H, W, 3)`` arrays; stacked and permuted they are a channels-last
+    uint8 batch. Converting one cache-sized piece at a time, to the layout the filters run fastest
+    on, costs far less than converting the whole batch up front (and keeps no float copy of it).
+    """
+    out = x.to(dtype=dtype, memory_format=torch.contiguous_format)
+    return out.div_(255.0) if x.dtype == torch.uint8 else out
+
+
 def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathChoice = "auto") -> bool:
     """Which path :func:`band_pair` runs for this batch and band: ``True`` for the fast path.
 
@@ -66,7 +84,8 @@ def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathCh
         level: the band.
         path: ``"auto"`` chooses the fast path for a band above full resolution of a 2D float32
             CPU batch without gradients of at least :data:`FAST_PATH_MIN_SAMPLES`, when oneDNN
-            runs the depthwise convolutions; ``"reference"`` and ``"fast"`` force one.
+            runs the depthwise convolutions (integer batches count as float32, the dtype they are
+            computed in); ``"reference"`` and ``"fast"`` force one.
 
     Raises:
         ValueError: an unknown ``path``, or ``"fast"`` for a batch or band it cannot serve.
@@ -79,7 +98,7 @@ def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathCh
     serves = (
         level >= 1
         and p.ndim == 4
-        and p.dtype == r.dtype == torch.float32
+        and compute_dtype(p) == compute_dtype(r) == torch.float32
         and p.device.type == r.device.type == "cpu"
         and not needs_grad
         and torch.backends.mkldnn.is_available()
@@ -120,7 +139,8 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
     paid once per batch).
 
     Args:
-        p, r: ``(B, C, *spatial)`` batches of one floating dtype, C 1 or 3.
+        p, r: ``(B, C, *spatial)`` batches of one dtype (floating, or integer: computed in float32,
+            uint8 scaled to [0, 1]), any memory layout, C 1 or 3.
         level, max_level: as for :func:`napari_uspmie.metric.pyramid.laplacian_residual`.
         path: as for :func:`fast_path_applies`.
 
@@ -133,11 +153,12 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
     if not 0 <= level <= max_level:
         raise ValueError(f"level must be in [0, max_level={max_level}], got {level}.")
     fast = fast_path_applies(p, r, level, path)
+    dtype = compute_dtype(p)
     b, n = p.shape[0], pairs_per_piece(p, fast)
-    base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]))
+    base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]), dtype=dtype)
     for start in range(0, b, n):
         stop = min(start + n, b)
-        base[start:stop].copy_(_luma_level(p[start:stop], level, fast))
-        base[b + start : b + stop].copy_(_luma_level(r[start:stop], level, fast))
+        base[start:stop].copy_(_luma_level(as_compute(p[start:stop], dtype), level, fast))
+        base[b + start : b + stop].copy_(_luma_level(as_compute(r[start:stop], dtype), level, fast))
     # The band at ``level`` of an image is the band at 0 of its Gaussian level ``level``.
     return laplacian_residual(base, 0, max_level - level)

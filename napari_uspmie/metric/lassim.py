@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_uspmie.metric.bands import PathChoice, band_pair, to_gray
+from napari_uspmie.metric.bands import PathChoice, as_compute, band_pair, compute_dtype, to_gray
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
 __all__ = ["GRAY_WEIGHTS", "to_gray", "ssim_map", "lassim", "lassim_map", "min_size_for_level"]
@@ -115,23 +115,21 @@ def ssim_map(
 
 
 def _to_batched(image: Any, name: str, dtype: torch.dtype | None) -> tuple[torch.Tensor, bool]:
-    """Bring an image to a floating ``(B, C, *spatial)`` tensor; flag numpy input.
+    """Bring an image to a ``(B, C, *spatial)`` tensor; flag numpy input.
 
     Integer data is scaled by its dtype's maximum (the score does not depend on that scaling).
-    Unless ``dtype`` says otherwise, tensors keep their floating dtype and integer tensors go to
-    float32 (scores within about 1e-7 of the reference); arrays, one interactive pair at a time,
-    go to float64, where scores equal the reference pipeline's.
+    Unless ``dtype`` says otherwise, tensors keep their dtype and layout: floating ones are computed
+    in it, integer ones in float32 one cache-sized piece at a time (scores within about 1e-7 of
+    the reference; :func:`napari_uspmie.metric.bands.as_compute`); arrays, one interactive pair at
+    a time, go to float64, where scores equal the reference pipeline's.
     """
-    int_dtype = dtype or torch.float32
     if isinstance(image, torch.Tensor):
         t = image
         if t.ndim not in (4, 5):
             raise ValueError(f"{name}: tensors must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(t.shape)}.")
-        if t.dtype == torch.uint8:
-            t = t.to(int_dtype) / 255.0
-        elif not t.is_floating_point():
-            t = t.to(int_dtype)
-        return t, False
+        if t.is_floating_point() or dtype is None:
+            return t, False
+        return as_compute(t, dtype), False
     arr = np.asarray(image)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name}: unsupported array dtype {arr.dtype}.")
@@ -169,9 +167,10 @@ def _prepare(pred: Any, ref: Any, level: int, max_level: int, dtype: torch.dtype
             "resolution); use a lower level."
         )
     if dtype is None:
-        dtype = torch.promote_types(p.dtype, r.dtype)
-    p = p.to(dtype=dtype)
-    r = r.to(dtype=dtype, device=p.device)
+        dtype = torch.promote_types(compute_dtype(p), compute_dtype(r))
+    if p.is_floating_point() or p.dtype != r.dtype:  # an integer pair of one dtype converts piece by piece
+        p, r = (t.to(dtype) if t.is_floating_point() else as_compute(t, dtype) for t in (p, r))
+    r = r.to(device=p.device)
     return p, r, p_np and r_np
 
 

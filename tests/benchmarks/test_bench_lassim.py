@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in out.read_text().splitlines() if re.match(r"\| \d+x\d+ \|", line)]
-    assert len(rows) == 2 * 2 * 2  # sizes x batches x dtypes on the CPU
+    assert len(rows) == 2 * 2 * 3  # sizes x batches x (user layout, float32, float64) on the CPU
     for row in rows:
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
         ours, ref, speedup, diff = float(cells[4]), float(cells[5]), float(cells[6].rstrip("x")), float(cells[9])

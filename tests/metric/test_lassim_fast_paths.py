@@ -207,3 +207,20 @@ def test_pyr_down_at_every_size_parity(shape):
     grad = x.clone().requires_grad_()
     pyr_down(grad).sum().backward()
     assert grad.grad is not None
+
+
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_user_layout_uint8_channels_last_scores_as_the_reference(pairs, path):
+    """uint8 (H, W, 3) arrays stacked and permuted (a channels-last uint8 batch, what users build) give the
+    reference's scores, converted piece by piece without a float copy of the batch."""
+    preds, refs = pairs
+    p = torch.from_numpy(np.stack(preds)).permute(0, 3, 1, 2)
+    r = torch.from_numpy(np.stack(refs)).permute(0, 3, 1, 2)
+    assert p.dtype == torch.uint8 and p.is_contiguous(memory_format=torch.channels_last)
+    expected = np.array([reference_lassim(a, b) for a, b in zip(preds, refs, strict=True)])
+    scores = lassim(p, r, path=path)
+    assert scores.dtype == torch.float32
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=0, atol=1e-6)
+    # a channels-last float batch and a uint8 pred against a float ref score the same
+    np.testing.assert_allclose(lassim(p.float() / 255, r.float() / 255, path=path).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(lassim(p, r.float() / 255, path=path).numpy(), expected, atol=1e-6)
