@@ -3,8 +3,11 @@
 Each input (PNG/JPEG/TIFF/BMP, NIfTI, a DICOM file or a folder holding one DICOM series) is read,
 enhanced with the shipped model (or ``--bundle`` / ``--checkpoint``) and written beside it, or in
 ``--output-dir``, as ``<name>_enhanced<ext>`` (a series as ``<folder>_enhanced/``) with the
-source's format, geometry and value range. Inputs are never written to; an existing output is
-kept unless ``--overwrite``. One failing input is reported and the others still run (exit code 1).
+source's format, geometry and value range. Inputs are never written to; an existing output (and
+an existing ``--report`` file) is kept unless ``--overwrite``. One failing input is reported in one
+line naming it (a file whose content contradicts its extension included) and the others still run
+(exit code 1); an output folder inside an input folder, or a report path that is an input, stops
+the run before any work (exit code 2).
 
 Every input takes the checked path (:func:`napari_uspmie.inference.checked.enhance_checked`):
 inputs outside the model's scope (another modality, colour into a grey model, pixel sizes far
@@ -13,14 +16,19 @@ at the model's pixel size and brought back onto their own grid; the structure gu
 slice and ``--on-structure-loss`` says what happens when it fails: ``warn`` (write, flagged),
 ``keep-input`` (write the input unchanged, flagged) or ``fail`` (write nothing; exit code 3).
 ``--report FILE.json`` records, per input, the verdict with LaSSIM per level and slice.
-Exit codes: 0 all written and kept, 1 some input failed, 3 some input lost structure under
-``fail`` (takes precedence).
+Exit codes: 0 all written and kept, 1 some input failed, 2 the run could not start (a bad option,
+output folder, device or report path), 3 some input lost structure under ``fail`` (takes precedence).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -70,13 +78,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _resolved(path: Path) -> Path | None:
+    """``path`` with its links followed, ``None`` for a symbolic link loop (its reader names it)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a link loop: RuntimeError before Python 3.13, OSError since
+        return None
+
+
+def _is_dir(path: Path | None) -> bool:
+    """Whether ``path`` is a folder; ``False`` where it cannot be looked at (an unreadable parent)."""
+    try:
+        return path is not None and path.is_dir()
+    except OSError:
+        return False
+
+
 def _output_for(source: Path, output_dir: str | None) -> Path:
+    from napari_uspmie.io.limits import check_openable
     from napari_uspmie.io.writers import enhanced_path
 
+    # missing, a link loop, a FIFO, in an unreadable folder: the reader's one line, before any path work
+    check_openable(source)
     return enhanced_path(source, output_dir if output_dir is not None else source.resolve().parent)
 
 
-def _enhance_one(enhancer, source: Path, target: Path, args: argparse.Namespace):
+def _check_name_matches_content(source: Path, fmt: str) -> None:
+    """Refuse a file whose content is another format than its name says (PNG bytes in ``scan.nii``):
+    its output would be written in the content's format under the name's extension."""
+    from napari_uspmie.errors import ImageReadError
+    from napari_uspmie.io.atomic import split_ext
+    from napari_uspmie.io.readers import IMAGE_SUFFIXES
+
+    if source.is_dir():
+        return
+    ext = split_ext(source.name)[1].lower()
+    named = IMAGE_SUFFIXES.get(ext)
+    if named is not None and named != fmt:
+        proper = next(suffix for suffix, kind in IMAGE_SUFFIXES.items() if kind == fmt)
+        raise ImageReadError(
+            f"{source}: holds a {fmt.upper()} image but its name ends in {ext}; rename it to end in {proper} "
+            "and run again (its output would be a mislabelled file)."
+        )
+
+
+def _skipped_note(source: Path, meta: dict) -> str | None:
+    """A DICOM series folder's files that were left out (not DICOM images: other files, reports, cut files)."""
+    skipped = [Path(p).name for p in meta.get("skipped_files") or ()]
+    if not skipped:
+        return None
+    shown = ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+    return (
+        f"{source}: left out {len(skipped)} file(s) that are not DICOM images ({shown}); "
+        "check that no slice is missing."
+    )
+
+
+def _enhance_one(enhancer, source: Path, target: Path, args: argparse.Namespace, notes: list[str]):
     from napari_uspmie.inference.checked import enhance_checked
     from napari_uspmie.inference.pipeline import slice_spacing
     from napari_uspmie.io.readers import read_image
@@ -85,6 +143,10 @@ def _enhance_one(enhancer, source: Path, target: Path, args: argparse.Namespace)
     if target.exists() and not args.overwrite:
         raise FileExistsError(f"{target}: already exists; pass --overwrite to replace it.")
     image, meta = read_image(source)
+    _check_name_matches_content(source, meta["format"])
+    skipped = _skipped_note(source, meta)
+    if skipped:
+        notes.append(skipped)
     result = enhance_checked(
         enhancer,
         image,
@@ -102,30 +164,118 @@ def _enhance_one(enhancer, source: Path, target: Path, args: argparse.Namespace)
     return result
 
 
-def _write_report(path: str, enhancer, reports: list[dict]) -> None:
+def _check_targets(args: argparse.Namespace, sources: list[Path]) -> None:
+    """Refuse, before any work, an output folder inside an input folder and a report path that is an
+    input, a folder, an existing file (without ``--overwrite``) or in a missing folder."""
+    from napari_uspmie.errors import ImageWriteError
+
+    inputs = [r for r in map(_resolved, sources) if r is not None]
+    if args.output_dir is not None:
+        out = _resolved(Path(args.output_dir))
+        inside = next((f for f in inputs if out is not None and _is_dir(f) and (out == f or f in out.parents)), None)
+        if inside is not None:
+            raise ImageWriteError(
+                f"{args.output_dir}: is inside the input folder {inside}; choose an output folder outside the inputs."
+            )
+    if args.report is None:
+        return
+    report = Path(args.report)
+    resolved = _resolved(report)
+    if resolved is None:
+        raise ImageWriteError(f"{report}: a symbolic link loop; choose another --report path.")
+    if any(resolved == r or r in resolved.parents for r in inputs):
+        raise ImageWriteError(f"{report}: is one of the inputs (or inside one); choose another --report path.")
+    try:
+        if report.is_dir():
+            raise ImageWriteError(f"{report}: is a folder; give --report a file name such as report.json.")
+        if (report.exists() or report.is_symlink()) and not args.overwrite:
+            raise ImageWriteError(f"{report}: already exists; pass --overwrite to replace it.")
+        if not report.parent.is_dir():
+            raise ImageWriteError(f"{report}: its folder {report.parent} does not exist; create it first.")
+    except OSError as e:  # a folder on the way that cannot be searched
+        raise ImageWriteError(f"{report}: cannot be written there ({e.strerror or e}).") from e
+
+
+def _write_report(path: str, enhancer, reports: list[dict], overwrite: bool) -> None:
     import json
 
+    from napari_uspmie.errors import ImageWriteError
     from napari_uspmie.io.atomic import staged_output
 
     document = {"model": repr(enhancer), "scope": enhancer.scope.describe(), "inputs": reports}
-    with staged_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(document, indent=1) + "\n")
+    try:
+        with staged_output(path, overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(document, indent=1) + "\n")
+    except OSError as e:  # a full disk, a folder made read-only meanwhile: name the report
+        raise ImageWriteError(f"{path}: report not written ({e.strerror or e}).") from e
+
+
+def _one_line(text: str) -> str:
+    """A message on one line (library errors quoted in ours can span several)."""
+    return " ".join(text.split())
+
+
+def _naming(source: Path, message: str) -> str:
+    """``message``, starting with ``source`` unless it names it already (as itself, not as the start of a
+    longer name such as its output ``<name>_enhanced``)."""
+    if re.search(re.escape(str(source)) + r"(?![\w.-])", message):
+        return message
+    return f"{source}: {message}"
+
+
+class _Notes(logging.Handler):
+    def __init__(self, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextmanager
+def _library_notes() -> Iterator[list[str]]:
+    """Collect what libraries say (warnings, log records of WARNING and above) while one input is handled.
+
+    Their own lines (PIL's decompression bomb warning, nibabel's header fix-ups, pydicom's value checks)
+    name no file; the command prints them as ``warning: <input>: ...`` when the input is written and
+    drops them when it fails, whose error line says what went wrong.
+    """
+    notes: list[str] = []
+    root = logging.getLogger()
+    loggers = [root, *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    held = [(lg, handler) for lg in loggers for handler in lg.handlers]
+    for lg, handler in held:
+        lg.removeHandler(handler)
+    capture = _Notes(notes)
+    root.addHandler(capture)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield notes
+        notes.extend(str(w.message) for w in caught)
+    finally:
+        root.removeHandler(capture)
+        for lg, handler in held:
+            lg.addHandler(handler)
 
 
 def run(args: argparse.Namespace) -> int:
     """Enhance every input; return 0 when all were written, 1 when some failed.
 
     Raises:
-        ValueError, OSError: no model could be loaded or the output folder is not writable
-            (reported by the command line as ``error: ...``).
+        ValueError, OSError: no model could be loaded, the output folder is not writable or inside an
+            input folder, or the report path is unusable (reported by the command line as ``error: ...``).
     """
+    from napari_uspmie.errors import ImageWriteError
     from napari_uspmie.inference.checked import StructureLossError
-    from napari_uspmie.inference.enhancer import load_enhancer
     from napari_uspmie.io.writers import check_output_dir
 
     sources = [Path(p) for p in args.inputs]
+    _check_targets(args, sources)
     if args.output_dir is not None:
         check_output_dir(args.output_dir)
+    from napari_uspmie.inference.enhancer import load_enhancer  # seconds of imports: after the quick refusals
+
     options = {"bf16": args.bf16, "compile": args.compile}
     if args.tile_size:
         options["tile_size"] = args.tile_size
@@ -133,22 +283,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {enhancer!r}")
     failed = lost = 0
     reports: list[dict] = []
+    written: dict[Path, Path] = {}  # output -> the input it came from in this run
     for source in sources:  # a missing or bad input is reported by name; the others still run
-        target = _output_for(source, args.output_dir)
         try:
-            result = _enhance_one(enhancer, source, target, args)
+            with _library_notes() as notes:
+                target = _output_for(source, args.output_dir)
+                if target.absolute() in written:  # with --overwrite it would replace this run's own output
+                    raise ImageWriteError(
+                        f"{source}: its output {target} is also the output of {written[target.absolute()]}; "
+                        "give inputs with the same name in separate runs with different --output-dir."
+                    )
+                result = _enhance_one(enhancer, source, target, args, notes)
         except StructureLossError as e:
             lost += 1
             reports.append({**e.enhancement.report(), "output": None})
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {_one_line(str(e))}", file=sys.stderr)
             continue
         except (ValueError, OSError) as e:  # the project's errors name the file and the problem
             failed += 1
-            message = str(e)
-            message = message if str(source) in message else f"{source}: {message}"
+            message = _naming(source, _one_line(str(e)))
             reports.append({"input": str(source), "error": message, "output": None})
             print(f"error: {message}", file=sys.stderr)
             continue
+        written[target.absolute()] = source
         reports.append({**result.report(), "output": str(target)})
         shape = "x".join(map(str, result.output.shape))
         flag = " [output is the input]" if result.kept_input else ""
@@ -158,8 +315,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  warning: out of scope, enhanced because allowed: {problem}", file=sys.stderr)
         if not result.verdict.kept:
             print(f"warning: {source}: {result.verdict.summary()}", file=sys.stderr)
+        for note in dict.fromkeys(_one_line(n) for n in notes):  # pydicom both logs and warns: once each
+            print(f"warning: {_naming(source, note)}", file=sys.stderr)
     if args.report:
-        _write_report(args.report, enhancer, reports)
+        _write_report(args.report, enhancer, reports, args.overwrite)
     failed += lost
     if failed:
         rest = "nothing was written" if failed == len(sources) else "the others were written"

@@ -12,6 +12,7 @@ NIfTI, nibabel and MONAI. Works with pydicom 2 and 3.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -93,27 +94,57 @@ def find_series(folder: str | os.PathLike) -> tuple[dict[str, list], list[str]]:
     return series, skipped
 
 
+def _numbers(ds, keyword: str) -> list[float] | None:
+    """The values of a numeric text element (DS, IS) as floats; ``None`` when absent or empty.
+
+    Raises:
+        ImageReadError: a value is not a finite number (``PixelSpacing`` ``"abc"``, ``SliceThickness``
+            ``"x"``): the message names the file and the element.
+    """
+    value = ds.get(keyword)
+    items = [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
+    if value is None or all(str(v).strip() == "" for v in items):
+        return None
+    try:
+        numbers = [float(v) for v in items]
+    except (TypeError, ValueError):
+        numbers = [math.nan]
+    if not all(math.isfinite(n) for n in numbers):
+        text = "\\".join(str(v) for v in items)
+        raise ImageReadError(
+            f"{getattr(ds, 'filename', None) or 'DICOM header'}: {keyword} is '{text}', not a number; "
+            "correct or remove that element (e.g. with dcmodify) and try again."
+        )
+    return numbers
+
+
+def _number(ds, keyword: str) -> float | None:
+    """The first value of a numeric text element, ``None`` when absent (see :func:`_numbers`)."""
+    values = _numbers(ds, keyword)
+    return values[0] if values else None
+
+
 def _orientation(ds) -> tuple[np.ndarray, np.ndarray]:
     """Row direction (increasing column index) and column direction (increasing row index), LPS."""
-    iop = ds.get("ImageOrientationPatient")
+    iop = _numbers(ds, "ImageOrientationPatient")
     if iop is None or len(iop) != 6:
         return np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    iop = np.asarray([float(v) for v in iop])
+    iop = np.asarray(iop)
     return iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
 
 
 def _pixel_spacing(ds) -> tuple[float, float]:
     """(row spacing, column spacing) in mm: PixelSpacing, else ImagerPixelSpacing, else 1."""
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-        ps = ds.get(tag)
+        ps = _numbers(ds, tag)
         if ps is not None and len(ps) == 2:
-            return float(ps[0]), float(ps[1])
+            return ps[0], ps[1]
     return 1.0, 1.0
 
 
 def _position(ds) -> np.ndarray | None:
-    ipp = ds.get("ImagePositionPatient")
-    return None if ipp is None or len(ipp) != 3 else np.asarray([float(v) for v in ipp])
+    ipp = _numbers(ds, "ImagePositionPatient")
+    return None if ipp is None or len(ipp) != 3 else np.asarray(ipp)
 
 
 def dicom_affine(headers: Sequence) -> tuple[np.ndarray, tuple[float, ...], bool]:
@@ -139,8 +170,8 @@ def dicom_affine(headers: Sequence) -> tuple[np.ndarray, tuple[float, ...], bool
         gaps = np.diff([float(np.dot(_position(h), normal)) for h in headers])
         uniform = bool(np.all(np.abs(gaps - gaps.mean()) <= 0.01 * abs(gaps.mean()) + 1e-4))
     else:
-        thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0
-        step = normal * float(thickness)
+        thickness = _number(first, "SpacingBetweenSlices") or _number(first, "SliceThickness") or 1.0
+        step = normal * thickness
     origin = p0 if p0 is not None else np.zeros(3)
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = step, col_dir * dr, row_dir * dc, origin
@@ -156,7 +187,7 @@ def _sort_slices(items: list) -> list:
     def key(item):
         ds = item[1]
         pos = _position(ds)
-        inst = float(ds.get("InstanceNumber") or 0)
+        inst = _number(ds, "InstanceNumber") or 0.0
         return (float(np.dot(pos, normal)) if pos is not None else inst, inst)
 
     items = sorted(items, key=key)
@@ -182,7 +213,9 @@ def _decode(path: Path):
     except Exception as e:  # pydicom raises many types for truncated or unsupported compressed data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         hint = ""
-        if syntax is not None and syntax.is_compressed:
+        if syntax is not None and not syntax.is_transfer_syntax:  # ``is_compressed`` would raise
+            hint = f" Its transfer syntax {syntax} is not a DICOM transfer syntax: the file is damaged or non-standard."
+        elif syntax is not None and syntax.is_compressed:
             hint = f" The transfer syntax is {syntax.name}; installing pylibjpeg and its plugins may help."
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e}).{hint}") from e
     return ds, pixels
@@ -190,7 +223,7 @@ def _decode(path: Path):
 
 def _rescale(stack: list[np.ndarray], headers: Sequence, rgb: bool) -> tuple[np.ndarray, list]:
     """Apply RescaleSlope/Intercept per slice; integer results stay integer (int16 if it fits)."""
-    params = [(float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)) for h in headers]
+    params = [(_number(h, "RescaleSlope") or 1.0, _number(h, "RescaleIntercept") or 0.0) for h in headers]
     raw = np.stack(stack)
     if rgb or all(s == 1.0 and b == 0.0 for s, b in params):
         return raw, params
@@ -229,10 +262,13 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     if header is None:
         raise ImageReadError(f"{path}: not a DICOM file.")
     if "Rows" not in header:
-        raise ImageReadError(f"{path}: DICOM file without pixel data (modality {header.get('Modality', '?')}).")
+        raise ImageReadError(
+            f"{path}: DICOM file without pixel data (modality {header.get('Modality', '?')}): a report, a "
+            "presentation state, a DICOMDIR or a file cut short; give a DICOM image."
+        )
     _, pixels = _decode(path)
     rgb = int(header.get("SamplesPerPixel", 1)) > 1
-    frames = int(header.get("NumberOfFrames", 1) or 1)
+    frames = int(_number(header, "NumberOfFrames") or 1)
     stack = list(pixels) if frames > 1 else [pixels]
     array, params = _rescale(stack, [header] * len(stack), rgb)
     affine, spacing, _ = dicom_affine([header])

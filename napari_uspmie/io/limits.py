@@ -57,13 +57,18 @@ def check_openable(path: Path) -> os.stat_result:
         info = path.stat()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file or folder.") from None
+    except PermissionError:  # stat needs only the folders on the way to be searchable
+        raise ImageReadError(
+            f"{path}: permission denied on a folder of its path; make it searchable (chmod u+x) or copy the file."
+        ) from None
     except OSError as e:  # a symbolic link loop, a name too long, ...
         raise ImageReadError(f"{path}: cannot be opened ({e.strerror or e}).") from None
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
         raise ImageReadError(f"{path}: {kind}, not a regular file; give an image file or a DICOM series folder.")
     if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(info.st_mode) else 0)):
-        raise ImageReadError(f"{path}: permission denied; make it readable (chmod u+r) or copy it somewhere readable.")
+        fix = "chmod u+rx" if stat.S_ISDIR(info.st_mode) else "chmod u+r"
+        raise ImageReadError(f"{path}: permission denied; make it readable ({fix}) or copy it somewhere readable.")
     return info
 
 

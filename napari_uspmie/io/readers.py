@@ -36,7 +36,7 @@ import numpy as np
 
 from napari_uspmie.errors import ImageReadError
 from napari_uspmie.io.dicom import is_dicom_file, read_dicom_file, read_dicom_series
-from napari_uspmie.io.limits import check_declared_size, check_openable
+from napari_uspmie.io.limits import check_declared_size, check_gzip_stream, check_openable
 
 __all__ = [
     "REVERSE_AXES",
@@ -179,6 +179,9 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         img = nib.load(str(path))
         hdr = img.header
         _check_nifti_size(path, hdr)
+        if path.name.lower().endswith(".gz"):
+            # nibabel stops at the last voxel, before gzip's checksum: damaged data would pass unseen
+            check_gzip_stream(path)
         slope, inter = hdr.get_slope_inter()
         scaled = not (slope in (None, 1.0) and inter in (None, 0.0))
         data = np.asanyarray(img.dataobj)
@@ -257,6 +260,8 @@ def _check_nifti_size(path: Path, hdr) -> None:
         if declared + offset < 2**32:
             stored = tail - offset
     what = f"{' x '.join(map(str, shape))} {dtype} voxels"
+    if not shape or 0 in shape:
+        raise ImageReadError(f"{path}: the header declares {what}: an image without voxels; re-export the file.")
     check_declared_size(path, declared, stored, what)
 
 

@@ -51,6 +51,8 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
         ImageWriteError: the folder cannot be created or written to.
     """
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ImageWriteError(f"{out}: output folder is not writable: it is a file; choose a folder.")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{uuid.uuid4().hex}"

@@ -64,6 +64,8 @@ class StructureVerdict:
         checkerboard: ``(input, output)`` checkerboard index of each slice.
         worst: the slice and level with the lowest LaSSIM relative to its threshold.
         reasons: one line per failed check (empty when kept).
+        checked: whether the slices were large enough for any LaSSIM band; an output that could
+            not be checked is never reported as kept.
     """
 
     kept: bool
@@ -71,6 +73,7 @@ class StructureVerdict:
     checkerboard: list[tuple[float, float]]
     worst: dict[str, Any]
     reasons: list[str]
+    checked: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -79,12 +82,12 @@ class StructureVerdict:
 
     def summary(self) -> str:
         """One line: ``structure kept (worst LaSSIM 0.91 at level 2, slice 3)`` or the first reason."""
+        if not self.checked:
+            return "structure NOT CHECKED: " + self.reasons[0]
         if not self.kept:
             return (
                 "structure LOST: " + self.reasons[0] + (f" (+{len(self.reasons) - 1} more)" if self.reasons[1:] else "")
             )
-        if "lassim" not in self.worst:
-            return "structure kept (slices too small for LaSSIM)"
         w = self.worst
         return f"structure kept (worst LaSSIM {w['lassim']:.3f} at level {w['level']}, slice {w['slice']})"
 
@@ -114,6 +117,14 @@ def check_structure(
     reasons = [f"slice {i}: the output holds NaN or infinite values" for i in np.flatnonzero(bad)]
     if bad.any():
         return StructureVerdict(False, {}, [], {"slice": int(np.flatnonzero(bad)[0])}, reasons)
+    smallest = min_size_for_level(min(LEVELS))
+    if min(a.shape[-2:]) < smallest:
+        size = " x ".join(str(s) for s in a.shape[-2:])
+        reason = (
+            f"slices of {size} pixels are smaller than the {smallest} x {smallest} the structure check needs; "
+            "the output could not be checked"
+        )
+        return StructureVerdict(False, {k: [None] * a.shape[0] for k in LEVELS}, [], {}, [reason], checked=False)
     scores: dict[int, list[float | None]] = {}
     worst: dict[str, Any] = {}
     margin = np.inf

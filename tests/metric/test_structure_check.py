@@ -64,3 +64,12 @@ def test_small_images_skip_levels_they_cannot_hold():
     assert verdict.kept and verdict.lassim[3] == [None] and verdict.lassim[1][0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one shape"):
         check_structure(small, small[..., :20])
+
+
+def test_slices_too_small_to_check_are_never_reported_kept():
+    image = np.random.default_rng(0).random((2, 1, 13, 40))
+    tiny = image[..., :8, :]
+    verdict = check_structure(tiny, tiny)  # identical, but an 8-pixel side is below LaSSIM level 1's 13
+    assert not verdict.kept and not verdict.checked
+    assert verdict.summary().startswith("structure NOT CHECKED: slices of 8 x 40 pixels are smaller than the 13 x 13")
+    assert check_structure(image, image).checked  # 13 x 40 is large enough

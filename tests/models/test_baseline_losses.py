@@ -107,6 +107,7 @@ def test_image_perceptual_loss_with_weights_in_torchvision_format(tmp_path):
 
 def test_bilinear_band_equals_kornia_pyramid():
     from kornia.geometry.transform import pyramid  # the test extra installs kornia
+
     rgb = torch.rand(2, 3, 64, 96, dtype=torch.float64) * 2 - 1
     weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
     gauss = [(rgb * weights).sum(1, keepdim=True)]  # torchvision's Grayscale
