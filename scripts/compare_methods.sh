@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/compare_methods}
 THREADS=${THREADS:-1}
 PARALLEL=${PARALLEL:-1}
-CONFIGS="['monai_bundle/configs/train.json','monai_bundle/configs/train_compact.json']"
 mkdir -p "$WORK"
+# shellcheck source=scripts/compact_training.sh
+. scripts/compact_training.sh
 [ -d "$WORK/data/heldout" ] || python -m napari_uspmie.research.mri_dataset "$WORK/data" --seed 0
 
 # method id -> extra overrides; every method keeps the compact configuration's identity weight 0.5
@@ -34,11 +35,8 @@ train() {
         echo "reusing $WORK/$name/models/model.pt"
         return
     fi
-    echo "training $name (log: $WORK/$name.log)"
     # shellcheck disable=SC2086  # the overrides are several words on purpose
-    OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m monai.bundle run --config_file "$CONFIGS" \
-        --dataset_dir "$WORK/data" --ckpt_dir "$WORK/$name/models" --output_dir "$WORK/$name/runs" \
-        --bundle_root "$PWD/monai_bundle" ${OVERRIDES[$name]} "${@:2}" >"$WORK/$name.log" 2>&1
+    train_compact "$name" ${OVERRIDES[$name]} "${@:2}"
 }
 
 METHODS=(cyclegan stillgan lamegan)

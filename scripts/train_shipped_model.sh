@@ -17,28 +17,20 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/shipped_model}
 THREADS=${THREADS:-1}
 PARALLEL=${PARALLEL:-1}
-CONFIGS="['monai_bundle/configs/train.json','monai_bundle/configs/train_compact.json']"
 mkdir -p "$WORK"
+# shellcheck source=scripts/compact_training.sh
+. scripts/compact_training.sh
 
 python -m napari_uspmie.research.mri_dataset "$WORK/data" --seed 0
 
-train() {
-    local name=$1
-    shift
-    echo "training $name (log: $WORK/$name.log)"
-    OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python -m monai.bundle run --config_file "$CONFIGS" \
-        --dataset_dir "$WORK/data" --ckpt_dir "$WORK/$name/models" --output_dir "$WORK/$name/runs" \
-        --bundle_root "$PWD/monai_bundle" "$@" >"$WORK/$name.log" 2>&1
-}
-
 start=$(date +%s)
 if [ "$PARALLEL" = 1 ]; then
-    train lamegan &
-    train cyclegan --perceptual_loss none &
+    train_compact lamegan &
+    train_compact cyclegan --perceptual_loss none &
     wait
 else
-    train lamegan
-    train cyclegan --perceptual_loss none
+    train_compact lamegan
+    train_compact cyclegan --perceptual_loss none
 fi
 echo "training took $(($(date +%s) - start)) s"
 

@@ -38,7 +38,17 @@ from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR
 from napari_uspmie.research.evaluation_cases import CASES, case_inputs, out_of_scope_inputs
 from napari_uspmie.research.niqe import NIQEModel
 
-__all__ = ["LEVEL", "enhance_slice", "dark_fraction", "slice_metrics", "evaluate", "summarize", "check_targets"]
+__all__ = [
+    "LEVEL",
+    "enhance_slice",
+    "dark_fraction",
+    "slice_metrics",
+    "evaluate",
+    "summarize",
+    "check_targets",
+    "evaluation_arguments",
+    "load_generators",
+]
 
 LEVEL = 2
 INPUT = "input (no enhancement)"
@@ -296,14 +306,20 @@ def save_case_figures(result: dict, method: str, stem: str | Path) -> list[Path]
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_uspmie.research.evaluation DATASET_DIR --model NAME=PATH ... [--out table.md]``."""
-    parser = argparse.ArgumentParser(prog="evaluate-mri", description=__doc__.splitlines()[0])
+def evaluation_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments every evaluation command takes: the dataset, generators, output and subsampling."""
     parser.add_argument("dataset_dir")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="generator to evaluate")
-    parser.add_argument("--out", help="write the Markdown table here (and per-slice JSON beside it)")
+    parser.add_argument("--out", help="write the Markdown here (and per-slice JSON beside it)")
     parser.add_argument("--every", type=int, default=1, help="evaluate every N-th held-out slice only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_generators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+    """The ``--model NAME=PATH`` generators, after checking that the dataset has held-out data.
+
+    Exits (status 2, through ``parser``) on a dataset without ``heldout/`` or a malformed ``--model``.
+    """
     if not (Path(args.dataset_dir) / "heldout").is_dir():
         parser.exit(2, f"error: {args.dataset_dir}: no held-out data (heldout/); build it with build-mri-dataset.\n")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -313,6 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path:
             parser.error(f"--model expects NAME=PATH, got {spec!r}")
         gens[name] = load_generator(path)[0]
+    return gens
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m napari_uspmie.research.evaluation DATASET_DIR --model NAME=PATH ... [--out table.md]``."""
+    parser = evaluation_arguments(argparse.ArgumentParser(prog="evaluate-mri", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    gens = load_generators(parser, args)
     result = evaluate(args.dataset_dir, gens, every=args.every)
     table = format_markdown(summarize(result), result)
     print(table)

@@ -23,11 +23,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.io.atomic import staged_output
-from napari_uspmie.research.evaluation import INPUT, LEVEL, evaluate, format_markdown, summarize
+from napari_uspmie.research.evaluation import (
+    INPUT,
+    LEVEL,
+    evaluate,
+    evaluation_arguments,
+    format_markdown,
+    load_generators,
+    summarize,
+)
 from napari_uspmie.research.evaluation_cases import CASES
 
 __all__ = ["BRISQUE_NOTE", "paper_table", "ordering_checks", "save_methods_figure", "main"]
@@ -115,23 +120,11 @@ def comparison_markdown(summary: list[dict], skipped: dict[str, str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``compare-methods DATASET --model NAME=PATH ... [--skipped NAME=REASON] --out comparison.md``."""
-    parser = argparse.ArgumentParser(prog="compare-methods", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset_dir")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="generator to compare")
+    parser = evaluation_arguments(argparse.ArgumentParser(prog="compare-methods", description=__doc__.splitlines()[0]))
     parser.add_argument("--skipped", action="append", default=[], metavar="NAME=REASON", help="a method not trained")
-    parser.add_argument("--out", help="write the Markdown here, the figure and per-slice JSON beside it")
-    parser.add_argument("--every", type=int, default=1, help="evaluate every N-th held-out slice only")
     args = parser.parse_args(argv)
-    if not (Path(args.dataset_dir) / "heldout").is_dir():
-        parser.exit(2, f"error: {args.dataset_dir}: no held-out data (heldout/); build it with build-mri-dataset.\n")
-    gens = {}
-    for spec in args.model:
-        name, _, path = spec.partition("=")
-        if not path:
-            parser.error(f"--model expects NAME=PATH, got {spec!r}")
-        gens[name] = load_generator(path)[0]
+    gens = load_generators(parser, args)
     skipped = dict(s.partition("=")[::2] for s in args.skipped)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     result = evaluate(args.dataset_dir, gens, every=args.every)
     summary = summarize(result)
     text = comparison_markdown(summary, skipped) + "\n## Every case and the structure guard\n\n"
