@@ -15,8 +15,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/shipped_model}
-THREADS=${THREADS:-1}
-PARALLEL=${PARALLEL:-1}
 mkdir -p "$WORK"
 # shellcheck source=scripts/compact_training.sh
 . scripts/compact_training.sh
