@@ -272,14 +272,14 @@ def run(args: argparse.Namespace) -> int:
 
     sources = [Path(p) for p in args.inputs]
     _check_targets(args, sources)
-    if args.output_dir is not None:
-        check_output_dir(args.output_dir)
     from napari_uspmie.inference.enhancer import load_enhancer  # seconds of imports: after the quick refusals
 
     options = {"bf16": args.bf16, "compile": args.compile}
     if args.tile_size:
         options["tile_size"] = args.tile_size
     enhancer = load_enhancer(args.bundle, args.checkpoint, args.device, **options)
+    if args.output_dir is not None:  # created (to test it) only once every refusal is known: device, model
+        check_output_dir(args.output_dir)
     print(f"model: {enhancer!r}")
     failed = lost = 0
     reports: list[dict] = []

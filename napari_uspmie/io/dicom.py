@@ -260,7 +260,7 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     path = Path(path)
     header = read_dicom_header(path)
     if header is None:
-        raise ImageReadError(f"{path}: not a DICOM file.")
+        raise ImageReadError(f"{path}: not a DICOM file (no DICOM header); give a DICOM image or rename the file.")
     if "Rows" not in header:
         raise ImageReadError(
             f"{path}: DICOM file without pixel data (modality {header.get('Modality', '?')}): a report, a "

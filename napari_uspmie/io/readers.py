@@ -124,7 +124,7 @@ def read_image(path: str | os.PathLike, *, series_uid: str | None = None) -> tup
     """
     path = Path(path)
     if check_openable(path).st_size == 0 and path.is_file():
-        raise ImageReadError(f"{path}: empty file.")
+        raise ImageReadError(f"{path}: empty file (0 bytes); copy or export it again.")
     fmt = detect_format(path)
     if fmt is None:
         raise ImageReadError(
