@@ -34,7 +34,7 @@ def test_compact_override_matches_the_shipped_architecture(shipped_architecture)
     # train.json itself keeps the paper's defaults.
     base = ConfigParser()
     base.read_config(COMPACT_CONFIGS[0])
-    assert base["ngf"] == 64 and base["n_blocks"] == 9 and base["perceptual_loss"] == "vgg19"
+    assert base["ngf"] == 64 and base["n_blocks"] == 9 and base.get_parsed_content("perceptual_loss") == "vgg19"
 
 
 def test_compact_training_runs_on_the_mri_dataset(tmp_path, shipped_architecture):
