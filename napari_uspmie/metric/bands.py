@@ -76,6 +76,16 @@ def as_compute(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.div_(255.0) if x.dtype == torch.uint8 else out
 
 
+def _piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A piece of the batch ready for :func:`_luma_level`: channels-last RGB (stacked ``(H, W, 3)``
+    arrays) goes straight to its luma in one sequential pass, the rest through :func:`as_compute`."""
+    if x.ndim == 4 and x.shape[1] == 3 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous():
+        weights = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
+        gray = torch.matmul(x.permute(0, 2, 3, 1).to(dtype), weights).unsqueeze(1)
+        return gray.div_(255.0) if x.dtype == torch.uint8 else gray
+    return as_compute(x, dtype)
+
+
 def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathChoice = "auto") -> bool:
     """Which path :func:`band_pair` runs for this batch and band: ``True`` for the fast path.
 
@@ -113,10 +123,15 @@ def pairs_per_piece(p: torch.Tensor, fast: bool) -> int:
     """Pairs per piece of the batch ``p`` on the chosen path: the whole batch off the CPU."""
     if p.device.type != "cpu":
         return p.shape[0]
+    # sized by the dtype the piece is computed in: a uint8 batch becomes float32 piece by piece
+    itemsize = torch.empty((), dtype=compute_dtype(p)).element_size()
     if fast:
-        largest = (p.shape[2] + 1) // 2 * p.shape[3] * p.element_size()
+        largest = (p.shape[2] + 1) // 2 * p.shape[3] * itemsize
     else:
-        largest = 2 * math.prod(p.shape[2:]) * p.element_size()
+        largest = 2 * math.prod(p.shape[2:]) * itemsize
+    # an integer piece's float copy (C channels) must fit too
+    if not p.is_floating_point():
+        largest = max(largest, p.shape[1] * math.prod(p.shape[2:]) * itemsize)
     return max(1, PIECE_BYTES // largest)
 
 
@@ -158,7 +173,7 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
     base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]), dtype=dtype)
     for start in range(0, b, n):
         stop = min(start + n, b)
-        base[start:stop].copy_(_luma_level(as_compute(p[start:stop], dtype), level, fast))
-        base[b + start : b + stop].copy_(_luma_level(as_compute(r[start:stop], dtype), level, fast))
+        base[start:stop].copy_(_luma_level(_piece(p[start:stop], dtype), level, fast))
+        base[b + start : b + stop].copy_(_luma_level(_piece(r[start:stop], dtype), level, fast))
     # The band at ``level`` of an image is the band at 0 of its Gaussian level ``level``.
     return laplacian_residual(base, 0, max_level - level)
