@@ -97,26 +97,35 @@ def check_declared_size(path: Path, declared: int, stored: int | None, what: str
         )
 
 
-def check_gzip_stream(path: Path, chunk_bytes: int = 2**22) -> int:
-    """Decompress a gzip file to its end without keeping it, to find truncation before training reads it.
+def check_gzip_stream(path: Path, chunk_bytes: int = 2**22, keep: bool = False) -> int | bytes:
+    """Decompress a gzip file to its end, which verifies its length and checksum.
 
     A gzip file cut short keeps a valid header, so header checks pass and the loss shows only when the
-    voxels are read, possibly hours into a run. Decompressing costs one pass over the file and holds
-    ``chunk_bytes`` at a time.
+    voxels are read (possibly hours into a training run), or never: a reader that stops at the last
+    voxel it needs never reaches the checksum.
+
+    Args:
+        path: the gzip file.
+        chunk_bytes: bytes decompressed at a time.
+        keep: return the decompressed bytes (one pass serves both the check and the read) instead of
+            holding only ``chunk_bytes`` at a time.
 
     Returns:
-        The number of decompressed bytes.
+        The number of decompressed bytes, or the bytes themselves with ``keep``.
 
     Raises:
         ImageReadError: the stream ends early, fails its checksum or is not gzip.
     """
     total = 0
+    kept: list[bytes] = []
     try:
         with gzip.open(path, "rb") as stream:
             while chunk := stream.read(chunk_bytes):
                 total += len(chunk)
+                if keep:
+                    kept.append(chunk)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise ImageReadError(
             f"{path}: truncated or corrupt compressed data ({type(e).__name__}: {e}); re-export or re-copy the file."
         ) from None
-    return total
+    return b"".join(kept) if keep else total
