@@ -82,7 +82,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
     ``norm`` is ``"batch"`` when the weights carry running statistics, else ``"instance"``;
     ``upsample: "resize"`` is added when the upsampling layers are resize-convolutions (the
-    generator's default, transposed convolutions, is left out as configs leave it out).
+    generator's default, transposed convolutions, is left out as configs leave it out);
+    ``residual: True`` when the weights carry the residual generator's ``residual_scale``.
 
     Raises:
         CheckpointError: the weights do not look like a ResNet generator.
@@ -103,6 +104,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
     if any(re.match(r"model\.\d+\.conv\.weight$", k) for k in state):
         architecture["upsample"] = "resize"
+    if "residual_scale" in state:
+        architecture["residual"] = True
     return architecture
 
 

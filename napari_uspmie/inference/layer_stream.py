@@ -83,7 +83,8 @@ class LayerStream:
     def __call__(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The network's output for ``x`` (kept on ``x``'s device)."""
         with torch.no_grad():
-            return self.run(stream_layers(network), x.float())
+            y = self.run(stream_layers(network), x.float())
+            return network.finish(x.float(), y) if isinstance(network, ResnetGenerator) else y
 
     def run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(module, nn.Sequential):

@@ -100,6 +100,13 @@ class ResnetGenerator(nn.Module):
             (:class:`ResizeConv2d`, free of the transposed convolutions' 4-pixel checkerboard;
             a documented deviation used by the shipped model). Both keep three layers per
             upsampling stage, so the other layers' weight names do not depend on the choice.
+        residual: predict a correction to the input instead of the image: the output is
+            ``clamp(x + 2 * tanh(head), -1, 1)``, where the paper's output is ``tanh(head)``. Its
+            last convolution starts at zero, so the generator starts as the identity, and detail it has no reason
+            to change passes through unchanged (a documented deviation used by the shipped model,
+            against the blurred and darkened clean inputs of the paper's form). Needs as many
+            output channels as input channels. The weights carry a ``residual_scale`` buffer,
+            so a residual generator is recognised from its state dict alone.
 
     Input spatial sizes should be multiples of 4 to come back at the same size.
     """
@@ -113,10 +120,15 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         init_gain: float = 0.02,
         upsample: str = "transpose",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}.")
+        if residual and in_channels != out_channels:
+            raise ValueError(
+                f"a residual generator needs in_channels == out_channels ({in_channels} != {out_channels})."
+            )
         bias = norm != "batch"
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -141,10 +153,29 @@ class ResnetGenerator(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.upsample = upsample
+        self.residual = bool(residual)
+        # the largest correction: 2 reaches every value of [-1, 1] from every other; a None buffer
+        # stays out of the state dict and keeps the module scriptable
+        self.register_buffer("residual_scale", torch.tensor(2.0) if self.residual else None)
         init_weights(self, init_gain)
+        if self.residual:
+            head_conv = self.model[-2]
+            nn.init.zeros_(head_conv.weight)
+            nn.init.zeros_(head_conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.finish(x, self.model(x))
+
+    def finish(self, x: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """The output from the input ``x`` and the layer sequence's output ``head`` (in [-1, 1]).
+
+        The layer sequence's output itself for the paper's generator; for a residual one, the
+        input plus the scaled correction, clamped to [-1, 1].
+        """
+        scale = self.residual_scale
+        if scale is None:
+            return head
+        return (x + scale.to(head.dtype) * head).clamp(-1.0, 1.0)
 
 
 class PatchDiscriminator(nn.Module):
