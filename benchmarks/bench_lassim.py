@@ -15,6 +15,7 @@ Run from the repository root::
 
     python -m benchmarks.bench_lassim            # full run, writes docs/benchmarks_lassim.md
     python -m benchmarks.bench_lassim --quick    # a few seconds, for CI
+    python -m benchmarks.bench_lassim --busy 1   # with one other process spinning (shared cores)
 
 Needs the test extras (``opencv-python-headless``, ``scikit-image``). Timings are the best
 of a few rounds (the least disturbed by other processes). ``--threads`` applies to both
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from benchmarks.machine import PeakMemory
+from benchmarks.machine import PeakMemory, spinning_processes
 from benchmarks.pages import LASSIM_HEADER, command, lassim_page, lassim_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie import lassim
@@ -111,16 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and OpenCV (0: library defaults)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks_lassim.md"), help="Markdown report path")
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even when it is available")
+    parser.add_argument("--busy", type=int, default=0, help="other processes spinning during the run")
     args = parser.parse_args(argv)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     threads = f"torch {torch.get_num_threads()}, OpenCV {cv2.getNumThreads()} (scikit-image: 1)"
+    if args.busy:
+        threads += f"; {args.busy} other process(es) spinning on the cores throughout"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
     rounds, min_seconds = (1, 0.0) if args.quick else (5, 0.5)
     print(LASSIM_HEADER)
-    rows = run(args.quick, devices, rounds, min_seconds)
+    with spinning_processes(args.busy):
+        rows = run(args.quick, devices, rounds, min_seconds)
     argv = argv if argv is not None else sys.argv[1:]
     write_page(
         args.out,

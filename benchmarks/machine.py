@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -86,6 +90,18 @@ class PeakMemory:
             self.extra_mb = torch.cuda.max_memory_allocated() / 2**20 - self._start
         else:
             self.extra_mb = (_status_mb("VmHWM") or peak_rss_mb()) - self._start
+
+
+@contextlib.contextmanager
+def spinning_processes(count: int) -> Iterator[None]:
+    """Keep ``count`` other processes spinning on the CPU for the block (a machine whose cores are shared)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 def load_note() -> str:

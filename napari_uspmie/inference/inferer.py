@@ -42,6 +42,7 @@ from napari_uspmie.inference.channels import ChannelAdapter, network_channels
 from napari_uspmie.inference.geometry import resample_factors_of, resampled_enhancement
 from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
 from napari_uspmie.inference.precision import autocast_for
+from napari_uspmie.metric.cpu_share import shared_core_threads
 
 __all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call", "mark_compiled", "is_marked_compiled"]
 
@@ -270,7 +271,8 @@ class EnhancementInferer(Inferer):
         if x.ndim == 5:  # slices into the batch
             x = x.permute(0, 2, 1, 3, 4).reshape(-1, c, *shape[-2:])
         factors = resample_factors_of(inputs)
-        out = resampled_enhancement(x.float(), factors, lambda t: self._slices(t, network))
+        with shared_core_threads(self.device or x.device):
+            out = resampled_enhancement(x.float(), factors, lambda t: self._slices(t, network))
         if len(shape) == 5:
             out = out.reshape(shape[0], shape[2], out.shape[1], *shape[-2:]).permute(0, 2, 1, 3, 4)
         return out.contiguous()

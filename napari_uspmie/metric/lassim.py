@@ -14,7 +14,8 @@ LaSSIM separates "only blurred" from "deformed and blurred" where plain SSIM can
 The SSIM map at the band, upsampled to the image size, is the LaSSIM heatmap.
 Everything is differentiable and runs on the tensors' device. Large float32 CPU batches take
 a fast path to the band (:func:`napari_uspmie.metric.bands.fast_path_applies` decides;
-``path=`` forces one).
+``path=`` forces one). On a CPU, a call uses the cores other processes leave free
+(:mod:`napari_uspmie.metric.cpu_share`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_uspmie.metric.bands import PathChoice, as_compute, band_pair, compute_dtype, to_gray
+from napari_uspmie.metric.cpu_share import shared_core_threads
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
 __all__ = ["GRAY_WEIGHTS", "to_gray", "ssim_map", "lassim", "lassim_map", "min_size_for_level"]
@@ -226,8 +228,9 @@ def lassim(
             that cannot serve the input.
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
-    lp, lr, data_range = _bands(p, r, level, max_level, path)
-    scores = ssim_map(lp, lr, data_range).flatten(1).mean(dim=1)
+    with shared_core_threads(p.device):
+        lp, lr, data_range = _bands(p, r, level, max_level, path)
+        scores = ssim_map(lp, lr, data_range).flatten(1).mean(dim=1)
     _check_finite(scores, p, r)
     return float(scores[0]) if numpy_in else scores
 
@@ -261,14 +264,15 @@ def lassim_map(
     """
     p, r, numpy_in = _prepare(pred, ref, level, max_level, dtype)
     pad = (WINDOW - 1) // 2
-    lp, lr, data_range = _bands(p, r, level, max_level, path)
-    heat = ssim_map(lp, lr, data_range, full=True)
-    inner = tuple(slice(pad, s - pad) for s in heat.shape[2:])
-    scores = heat[(slice(None), slice(None)) + inner].flatten(1).mean(dim=1)
-    _check_finite(scores, p, r)
-    if upsample:
-        mode = "bilinear" if heat.ndim == 4 else "trilinear"
-        heat = F.interpolate(heat, size=p.shape[2:], mode=mode, align_corners=False)
+    with shared_core_threads(p.device):
+        lp, lr, data_range = _bands(p, r, level, max_level, path)
+        heat = ssim_map(lp, lr, data_range, full=True)
+        inner = tuple(slice(pad, s - pad) for s in heat.shape[2:])
+        scores = heat[(slice(None), slice(None)) + inner].flatten(1).mean(dim=1)
+        _check_finite(scores, p, r)
+        if upsample:
+            mode = "bilinear" if heat.ndim == 4 else "trilinear"
+            heat = F.interpolate(heat, size=p.shape[2:], mode=mode, align_corners=False)
     if numpy_in:
         out = heat[0, 0].detach().cpu().numpy()
         return (out, float(scores[0])) if return_score else out
