@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("bench_call_size", "benchmarks_call_size.md", "folder"),
     ("bench_scaling", "benchmarks_scaling.md", "folder"),
     ("bench_train", "benchmarks_training.md", "file"),
+    ("bench_napari", "benchmarks_napari.md", "file"),
 ]
 
 

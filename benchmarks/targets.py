@@ -88,6 +88,12 @@ def _scaling_rows(data: dict) -> list[str]:
     ]
 
 
+def _napari_rows(data: dict) -> list[str]:
+    seconds = data["later_click_median_s"]
+    met = "yes" if seconds < 2.0 else "**no**"
+    return [f"| napari: click to result after the first use | 256x256 slice, CPU | {seconds:.2f} s | < 2 s | {met} |"]
+
+
 def targets_table(folder: Path) -> list[str]:
     """Markdown lines: every target with its measured value, from the JSON files in ``folder``."""
     rows = []
@@ -96,6 +102,7 @@ def targets_table(folder: Path) -> list[str]:
         ("benchmarks_enhance.json", _enhance_rows),
         ("benchmarks_scaling.json", _scaling_rows),
         ("benchmarks_training.json", _train_rows),
+        ("benchmarks_napari.json", _napari_rows),
     ):
         data = _load(folder, name)
         if data is not None:
