@@ -101,12 +101,14 @@ class ResnetGenerator(nn.Module):
             a documented deviation used by the shipped model). Both keep three layers per
             upsampling stage, so the other layers' weight names do not depend on the choice.
         residual: predict a correction to the input instead of the image: the output is
-            ``clamp(x + 2 * tanh(head), -1, 1)``, where the paper's output is ``tanh(head)``. Its
-            last convolution starts at zero, so the generator starts as the identity, and detail it has no reason
-            to change passes through unchanged (a documented deviation used by the shipped model,
-            against the blurred and darkened clean inputs of the paper's form). Needs as many
-            output channels as input channels. The weights carry a ``residual_scale`` buffer,
-            so a residual generator is recognised from its state dict alone.
+            ``clamp(x + 2 * tanh(head), -1, 1)``, where the paper's output is ``tanh(head)``: the skip
+            carries the input's detail to the output, so the layers only learn what to change (a
+            documented deviation used by the shipped model, against the blurred clean inputs of
+            the paper's form). All layers keep the paper's init: a head initialised to zero would
+            start at the exact identity, where the L1 cycle and identity terms hold the generator
+            and it learns no enhancement. Needs as many output channels as input channels. The
+            weights carry a ``residual_scale`` buffer, so a residual generator is recognised from
+            its state dict alone.
 
     Input spatial sizes should be multiples of 4 to come back at the same size.
     """
@@ -158,10 +160,6 @@ class ResnetGenerator(nn.Module):
         # stays out of the state dict and keeps the module scriptable
         self.register_buffer("residual_scale", torch.tensor(2.0) if self.residual else None)
         init_weights(self, init_gain)
-        if self.residual:
-            head_conv = self.model[-2]
-            nn.init.zeros_(head_conv.weight)
-            nn.init.zeros_(head_conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(x, self.model(x))
