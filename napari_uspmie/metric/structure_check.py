@@ -8,6 +8,11 @@ that level's threshold, or whose checkerboard index exceeds the input's by more 
 ratio, has lost structure; the verdict names the worst slice and level. Thresholds belong to a
 model (its bundle's ``metadata.json``, key ``structure_thresholds``), since how much an
 enhancement may change the finest band depends on what it was trained to remove.
+
+How much a good enhancement changes the fine bands also depends on the input: denoising a noisy
+slice rewrites its finest bands, while a clean-looking slice should keep them. So thresholds may
+come in bands of the input's noise level (:func:`noise_level`, measured on the input alone):
+a slice whose noise is below a band's bound is held to that band's (stricter) thresholds.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, min_size_for_level
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 
-__all__ = ["LEVELS", "StructureThresholds", "StructureVerdict", "check_structure"]
+__all__ = ["LEVELS", "StructureThresholds", "StructureVerdict", "check_structure", "noise_level"]
 
 #: the Laplacian levels the guard checks
 LEVELS = (1, 2, 3)
@@ -30,12 +35,63 @@ LEVELS = (1, 2, 3)
 CHECKERBOARD_FLOOR = 2e-5
 
 
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x[:, 0] if x.shape[1] == 1 else np.tensordot(np.asarray(GRAY_WEIGHTS), x[:, :3], axes=(0, 1))
+
+
+def noise_level(slices: np.ndarray) -> np.ndarray:
+    """Per slice, the noise's standard deviation relative to the slice's intensity range.
+
+    Donoho's robust estimate on the luma's 5-point Laplacian (which cancels smooth content):
+    median absolute value / 0.6745, scaled to one pixel's noise, divided by the slice's 0.5-99.5
+    percentile range, so the level does not depend on the units of the data.
+
+    Args:
+        slices: ``(N, C, H, W)`` with C 1 or 3, at least 3 x 3 pixels.
+
+    Returns:
+        ``(N,)`` noise levels (0 for a constant slice).
+    """
+    x = _luma(np.asarray(slices, dtype=np.float64))
+    lap = 4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+    sigma = np.median(np.abs(lap), axis=(1, 2)) / 0.6745 / np.sqrt(20.0)
+    low, high = np.percentile(x, [0.5, 99.5], axis=(1, 2))
+    span = high - low
+    return np.where(span > 0, sigma / np.where(span > 0, span, 1.0), 0.0)
+
+
 @dataclass(frozen=True)
 class StructureThresholds:
-    """Lowest per-slice LaSSIM(input, output) per level, highest checkerboard ratio (output / input)."""
+    """Lowest per-slice LaSSIM(input, output) per level, highest checkerboard ratio (output / input).
+
+    ``by_noise`` holds ``(bound, min_lassim)`` bands in increasing bound: a slice whose input noise
+    level (:func:`noise_level`) is below a band's bound gets that band's thresholds; slices above
+    every bound get ``min_lassim``.
+    """
 
     min_lassim: dict[int, float] = field(default_factory=lambda: {1: 0.3, 2: 0.5, 3: 0.6})
     max_checkerboard_ratio: float = 1.5
+    by_noise: tuple[tuple[float, dict[int, float]], ...] = ()
+
+    def for_noise(self, noise: float) -> dict[int, float]:
+        """The per-level thresholds of a slice whose input noise level is ``noise``."""
+        for bound, levels in self.by_noise:
+            if noise < bound:
+                return levels
+        return self.min_lassim
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``structure_thresholds`` entry of a bundle's ``metadata.json``."""
+        out: dict[str, Any] = {
+            "min_lassim": {str(k): v for k, v in self.min_lassim.items()},
+            "max_checkerboard_ratio": self.max_checkerboard_ratio,
+        }
+        if self.by_noise:
+            out["by_noise"] = [
+                {"noise_below": bound, "min_lassim": {str(k): v for k, v in levels.items()}}
+                for bound, levels in self.by_noise
+            ]
+        return out
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> StructureThresholds:
@@ -49,9 +105,15 @@ class StructureThresholds:
         try:
             levels = {int(k): float(v) for k, v in raw.get("min_lassim", default.min_lassim).items()}
             ratio = float(raw.get("max_checkerboard_ratio", default.max_checkerboard_ratio))
-        except (AttributeError, TypeError, ValueError) as e:
+            bands = tuple(
+                (float(band["noise_below"]), {int(k): float(v) for k, v in band["min_lassim"].items()})
+                for band in raw.get("by_noise", [])
+            )
+        except (AttributeError, TypeError, ValueError, KeyError) as e:
             raise ValueError(f"malformed structure_thresholds {raw!r}: {e}") from e
-        return cls(levels, ratio)
+        if any(a[0] >= b[0] for a, b in zip(bands, bands[1:], strict=False)):
+            raise ValueError(f"malformed structure_thresholds {raw!r}: noise bands must rise")
+        return cls(levels, ratio, bands)
 
 
 @dataclass
@@ -66,6 +128,7 @@ class StructureVerdict:
         reasons: one line per failed check (empty when kept).
         checked: whether the slices were large enough for any LaSSIM band; an output that could
             not be checked is never reported as kept.
+        noise: the input noise level of each slice (:func:`noise_level`), which chose its thresholds.
     """
 
     kept: bool
@@ -74,6 +137,7 @@ class StructureVerdict:
     worst: dict[str, Any]
     reasons: list[str]
     checked: bool = True
+    noise: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -90,10 +154,6 @@ class StructureVerdict:
             )
         w = self.worst
         return f"structure kept (worst LaSSIM {w['lassim']:.3f} at level {w['level']}, slice {w['slice']})"
-
-
-def _luma(x: np.ndarray) -> np.ndarray:
-    return x[:, 0] if x.shape[1] == 1 else np.tensordot(np.asarray(GRAY_WEIGHTS), x[:, :3], axes=(0, 1))
 
 
 def check_structure(
@@ -128,14 +188,15 @@ def check_structure(
     scores: dict[int, list[float | None]] = {}
     worst: dict[str, Any] = {}
     margin = np.inf
+    noise = [float(v) for v in noise_level(a)]
     for level in LEVELS:
         if min(a.shape[-2:]) < min_size_for_level(level):
             scores[level] = [None] * a.shape[0]
             continue
         values = lassim(torch.from_numpy(b), torch.from_numpy(a), level=level, max_level=max(level, 5))
         scores[level] = [float(v) for v in np.atleast_1d(values.numpy())]
-        limit = thresholds.min_lassim.get(level)
         for i, v in enumerate(scores[level]):
+            limit = thresholds.for_noise(noise[i]).get(level)
             gap = v - (limit if limit is not None else 0.0)
             if gap < margin:
                 margin, worst = gap, {"slice": i, "level": level, "lassim": v, "threshold": limit}
@@ -148,4 +209,4 @@ def check_structure(
         for i, (x, y) in enumerate(checker):
             if y > thresholds.max_checkerboard_ratio * max(x, CHECKERBOARD_FLOOR):
                 reasons.append(f"slice {i}: a checkerboard pattern the input does not have (index {y:.2g} vs {x:.2g})")
-    return StructureVerdict(not reasons, scores, checker, worst, reasons)
+    return StructureVerdict(not reasons, scores, checker, worst, reasons, noise=noise)

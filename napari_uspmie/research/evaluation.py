@@ -34,7 +34,7 @@ from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_probl
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, ssim_map
-from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR
+from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, noise_level
 from napari_uspmie.research.evaluation_cases import CASES, case_inputs, out_of_scope_inputs
 from napari_uspmie.research.niqe import NIQEModel
 
@@ -117,6 +117,7 @@ def slice_metrics(output: np.ndarray, inp: np.ndarray, clean: np.ndarray, niqe_m
         **{f"lassim_in_out_{k}": lassim(output, inp, level=k) for k in (1, 2, 3)},
         "checker_in": float(checkerboard_index(inp)),
         "checker_out": float(checkerboard_index(output)),
+        "noise_in": float(noise_level(inp[None, None])[0]),
         "dark_change": dark_out / dark_in - 1 if dark_in > 0.01 else float("nan"),
         "niqe": float("nan"),
     }
@@ -231,13 +232,19 @@ def guard_section(result: dict) -> list[str]:
     if not enhanced:
         return []
     thresholds = calibrate(enhanced)
-    result["guard_thresholds"] = {"min_lassim": thresholds.min_lassim, "max_checkerboard_ratio": 1.5}
-    levels = ", ".join(f"level {k} >= {v:.3f}" for k, v in thresholds.min_lassim.items())
+    result["guard_thresholds"] = thresholds.as_dict()
+
+    def levels(values: dict[int, float]) -> str:
+        return ", ".join(f"level {k} >= {v:.3f}" for k, v in values.items())
+
+    bands = "".join(f"input noise below {b:.4f}: {levels(v)}; " for b, v in thresholds.by_noise)
+    rest = "other inputs: " if thresholds.by_noise else ""
     lines = [
         "",
-        f"Structure guard, thresholds calibrated here (at most 5% false alarms): LaSSIM(in, out) {levels}; "
-        "checkerboard <= 1.5x the input's. Lost = the clean truth says so (LaSSIM to clean below the input's; "
-        "clean input changed below 0.8 at level 1; a checkerboard).",
+        f"Structure guard, thresholds calibrated here (at most 5% false alarms), LaSSIM(in, out) by the input's "
+        f"noise level: {bands}{rest}{levels(thresholds.min_lassim)}; checkerboard <= 1.5x the input's. Lost = the "
+        "clean truth says so (LaSSIM to clean below the input's; clean input changed below 0.8 at level 1; a "
+        "checkerboard).",
         "",
         "| method | lost, flagged | lost, missed | good, flagged (false alarm) | good, passed | false-alarm rate |",
         "|---|---|---|---|---|---|",

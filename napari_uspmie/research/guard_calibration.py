@@ -9,12 +9,16 @@ every enhanced slice it can say whether structure was really lost (:func:`refere
 * on any input: a visible checkerboard (index above 1.5 times the input's).
 
 :func:`calibrate` picks per-level thresholds as one low quantile of the good slices' LaSSIM(input,
-output), the largest that keeps false alarms at most ``max_false_alarm``; :func:`confusion`
+output), the largest that keeps false alarms at most ``max_false_alarm``. It also tries splitting
+the slices into up to three bands of the input's noise level (cut at quantiles of the rows' noise,
+each band holding at least ``MIN_GOOD_PER_BAND`` good slices) with thresholds of their own, and
+keeps the split that flags the most lost slices within the false-alarm budget. :func:`confusion`
 counts hits, misses and false alarms of given thresholds.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +29,10 @@ from napari_uspmie.research.evaluation_cases import CASES
 __all__ = ["reference_lost", "guard_flags", "confusion", "calibrate"]
 
 CLEAN_LEVEL_1 = 0.8
+#: fewest good slices a noise band must hold for thresholds of its own (fewer: quantiles of noise)
+MIN_GOOD_PER_BAND = 20
+#: candidate noise cuts: these quantiles of the rows' input noise levels
+CUT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _grid_ratio(row: dict) -> float:
@@ -44,7 +52,8 @@ def guard_flags(row: dict, thresholds: StructureThresholds) -> bool:
     """Whether the guard, which sees only input and output, flags ``row``."""
     if _grid_ratio(row) > thresholds.max_checkerboard_ratio:
         return True
-    return any(row[f"lassim_in_out_{k}"] < t for k, t in thresholds.min_lassim.items())
+    levels = thresholds.for_noise(row.get("noise_in", np.inf))
+    return any(row[f"lassim_in_out_{k}"] < t for k, t in levels.items())
 
 
 def confusion(rows: Sequence[dict], thresholds: StructureThresholds) -> dict[str, float]:
@@ -62,12 +71,39 @@ def confusion(rows: Sequence[dict], thresholds: StructureThresholds) -> dict[str
 
 
 def calibrate(rows: Sequence[dict], max_false_alarm: float = 0.05) -> StructureThresholds:
-    """Per-level thresholds at one quantile of the good rows, the largest within ``max_false_alarm``.
+    """Thresholds, banded by input noise where that flags more lost rows (module docstring).
 
     Args:
-        rows: evaluation rows of enhanced outputs (not of the unenhanced input).
-        max_false_alarm: largest share of good rows the guard may flag.
+        rows: evaluation rows of enhanced outputs (not of the unenhanced input), with ``noise_in``
+            for banding (rows without it get one set of thresholds).
+        max_false_alarm: largest share of good rows the guard may flag, in each band and overall.
     """
+    best = _one_band(rows, max_false_alarm)
+    if not rows or any("noise_in" not in r for r in rows):
+        return best
+    best_hits = confusion(rows, best)["hit"]
+    noise = np.array([r["noise_in"] for r in rows])
+    cuts = sorted({round(float(np.quantile(noise, q)), 5) for q in CUT_QUANTILES})
+    for count in (1, 2):
+        for bounds in itertools.combinations(cuts, count):
+            edges = (-np.inf, *bounds, np.inf)
+            bands = [[r for r in rows if lo <= r["noise_in"] < hi] for lo, hi in itertools.pairwise(edges)]
+            if any(sum(not reference_lost(r) for r in band) < MIN_GOOD_PER_BAND for band in bands):
+                continue
+            fitted = [_one_band(band, max_false_alarm) for band in bands]
+            candidate = StructureThresholds(
+                fitted[-1].min_lassim,
+                best.max_checkerboard_ratio,
+                tuple((bound, t.min_lassim) for bound, t in zip(bounds, fitted, strict=False)),
+            )
+            counts = confusion(rows, candidate)
+            if counts["false_alarm_rate"] <= max_false_alarm and counts["hit"] > best_hits:
+                best, best_hits = candidate, counts["hit"]
+    return best
+
+
+def _one_band(rows: Sequence[dict], max_false_alarm: float) -> StructureThresholds:
+    """Per-level thresholds at one quantile of the good rows, the largest within ``max_false_alarm``."""
     good = [r for r in rows if not reference_lost(r)]
     if not good:
         return StructureThresholds()

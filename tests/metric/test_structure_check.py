@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_uspmie.metric.structure_check import StructureThresholds, check_structure
+from napari_uspmie.metric.structure_check import StructureThresholds, check_structure, noise_level
 from tests.io_factories import mni_slices
 
 
@@ -73,3 +73,36 @@ def test_slices_too_small_to_check_are_never_reported_kept():
     assert not verdict.kept and not verdict.checked
     assert verdict.summary().startswith("structure NOT CHECKED: slices of 8 x 40 pixels are smaller than the 13 x 13")
     assert check_structure(image, image).checked  # 13 x 40 is large enough
+
+
+def test_noise_level_reads_the_noise_in_any_units(brains):
+    rng = np.random.default_rng(0)
+    clean = brains[:1] / brains.max()
+    span = float(np.subtract(*np.percentile(clean, [99.5, 0.5])))
+    levels = []
+    for sigma in (0.0, 0.02, 0.05):
+        noisy = clean + rng.normal(0, sigma, clean.shape)
+        levels.append(float(noise_level(noisy)[0]))
+        assert noise_level(noisy * 1000 + 7)[0] == pytest.approx(levels[-1], rel=1e-6)  # units do not matter
+    assert levels[0] < 0.01 < levels[1] < levels[2]
+    assert levels[2] == pytest.approx(0.05 / span, rel=0.35)  # the noise's size, relative to the range
+    assert noise_level(np.full((1, 1, 8, 8), 3.0))[0] == 0.0
+
+
+def test_thresholds_by_input_noise_hold_clean_slices_to_more(brains):
+    rng = np.random.default_rng(1)
+    clean = brains[:2] / brains.max()
+    noisy = clean + rng.normal(0, 0.05, clean.shape)
+    smoothed = ndimage.gaussian_filter(clean, (0, 0, 1.2, 1.2))  # what denoising does to fine bands
+    banded = StructureThresholds({1: 0.2, 2: 0.2, 3: 0.2}, by_noise=((0.01, {1: 0.95, 2: 0.95, 3: 0.95}),))
+    on_clean = check_structure(clean, smoothed, banded)
+    on_noisy = check_structure(noisy, ndimage.gaussian_filter(noisy, (0, 0, 1.2, 1.2)), banded)
+    assert not on_clean.kept and "< 0.95" in on_clean.reasons[0]
+    assert on_noisy.kept, on_noisy.reasons
+    assert max(on_clean.noise) < 0.01 < min(on_noisy.noise)
+    # the bands travel through the bundle's metadata and back
+    metadata = json.loads(json.dumps({"structure_thresholds": banded.as_dict()}))
+    assert StructureThresholds.from_metadata(metadata) == banded
+    falling = {"min_lassim": {"1": 0.3}, "by_noise": [{"noise_below": 0.02, "min_lassim": {"1": 0.9}}] * 2}
+    with pytest.raises(ValueError, match="noise bands must rise"):
+        StructureThresholds.from_metadata({"structure_thresholds": falling})
