@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     write_page(
         args.out,
         lassim_page(rows, threads, args.quick, command("bench_lassim", argv)),
-        {"threads": threads, "rows": rows},
+        {"threads": threads, "busy": args.busy, "rows": rows},
     )
     print(f"wrote {args.out}")
     return 0
