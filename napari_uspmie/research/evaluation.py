@@ -226,7 +226,7 @@ def check_targets(summary: list[dict], result: dict, method: str) -> list[dict]:
 
 def guard_section(result: dict) -> list[str]:
     """Markdown lines: the guard's thresholds calibrated on the enhanced rows, and its confusion per method."""
-    from napari_uspmie.research.guard_calibration import calibrate, confusion
+    from napari_uspmie.research.guard_calibration import calibrate, confusion, cross_validated
 
     enhanced = [r for r in result["rows"] if r["method"] != INPUT]
     if not enhanced:
@@ -246,13 +246,24 @@ def guard_section(result: dict) -> list[str]:
         "clean truth says so (LaSSIM to clean below the input's; clean input changed below 0.8 at level 1; a "
         "checkerboard).",
         "",
-        "| method | lost, flagged | lost, missed | good, flagged (false alarm) | good, passed | false-alarm rate |",
-        "|---|---|---|---|---|---|",
+        "| method | thresholds from | lost, flagged | lost, missed | good, flagged (false alarm) | good, passed "
+        "| false-alarm rate |",
+        "|---|---|---|---|---|---|---|",
     ]
+    held_out = cross_validated(enhanced)
     for method in dict.fromkeys(r["method"] for r in enhanced):
-        c = confusion([r for r in enhanced if r["method"] == method], thresholds)
-        rate = f"{100 * c['false_alarm_rate']:.1f}%"
-        lines.append(f"| {method} | {c['hit']} | {c['miss']} | {c['false_alarm']} | {c['pass']} | {rate} |")
+        fitted = confusion([r for r in enhanced if r["method"] == method], thresholds)
+        for source, c in (("all slices", fitted), ("the other half (2-fold)", held_out[method])):
+            rate = f"{100 * c['false_alarm_rate']:.1f}%"
+            lines.append(
+                f"| {method} | {source} | {c['hit']} | {c['miss']} | {c['false_alarm']} | {c['pass']} | {rate} |"
+            )
+    lines += [
+        "",
+        'Rows "all slices" judge the slices the thresholds were calibrated on; rows "the other half" judge '
+        "each half of the slices (split by name) with thresholds calibrated on the other half: what to expect "
+        "on new scans.",
+    ]
     return lines
 
 

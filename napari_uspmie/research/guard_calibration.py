@@ -13,12 +13,14 @@ output), the largest that keeps false alarms at most ``max_false_alarm``. It als
 the slices into up to three bands of the input's noise level (cut at quantiles of the rows' noise,
 each band holding at least ``MIN_GOOD_PER_BAND`` good slices) with thresholds of their own, and
 keeps the split that flags the most lost slices within the false-alarm budget. :func:`confusion`
-counts hits, misses and false alarms of given thresholds.
+counts hits, misses and false alarms of given thresholds; :func:`cross_validated` counts them on
+slices the thresholds were not calibrated on.
 """
 
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ import numpy as np
 from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, LEVELS, StructureThresholds
 from napari_uspmie.research.evaluation_cases import CASES
 
-__all__ = ["reference_lost", "guard_flags", "confusion", "calibrate"]
+__all__ = ["reference_lost", "guard_flags", "confusion", "calibrate", "cross_validated"]
 
 CLEAN_LEVEL_1 = 0.8
 #: fewest good slices a noise band must hold for thresholds of its own (fewer: quantiles of noise)
@@ -114,3 +116,29 @@ def _one_band(rows: Sequence[dict], max_false_alarm: float) -> StructureThreshol
         if confusion(rows, candidate)["false_alarm_rate"] <= max_false_alarm:
             best = candidate
     return best
+
+
+def cross_validated(rows: Sequence[dict], max_false_alarm: float = 0.05, folds: int = 2) -> dict[str, dict]:
+    """Per method, hits, misses and false alarms of thresholds calibrated without the row's slice.
+
+    Slices are split into ``folds`` groups by a hash of their name (every method's output of one
+    slice falls in the same group); each group is judged by thresholds calibrated on the others.
+
+    Returns:
+        ``{method: confusion counts}`` (as :func:`confusion`), summed over the groups.
+    """
+    fold_of = [zlib.crc32(str(r["name"]).encode()) % folds for r in rows]
+    totals: dict[str, dict] = {}
+    for fold in range(folds):
+        thresholds = calibrate([r for r, f in zip(rows, fold_of, strict=True) if f != fold], max_false_alarm)
+        held = [r for r, f in zip(rows, fold_of, strict=True) if f == fold]
+        for method in dict.fromkeys(r["method"] for r in held):
+            counts = confusion([r for r in held if r["method"] == method], thresholds)
+            total = totals.setdefault(method, {"hit": 0, "miss": 0, "false_alarm": 0, "pass": 0})
+            for key in total:
+                total[key] += counts[key]
+    for total in totals.values():
+        good, bad = total["false_alarm"] + total["pass"], total["hit"] + total["miss"]
+        total["false_alarm_rate"] = total["false_alarm"] / good if good else 0.0
+        total["miss_rate"] = total["miss"] / bad if bad else 0.0
+    return totals

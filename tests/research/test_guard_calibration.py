@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_uspmie.research.evaluation_cases import CASES
-from napari_uspmie.research.guard_calibration import calibrate, confusion, reference_lost
+from napari_uspmie.research.guard_calibration import calibrate, confusion, cross_validated, reference_lost
 
 
 def _row(case: str, in_out: float, noise: float, lost: bool) -> dict:
@@ -28,6 +28,8 @@ def _rows() -> list[dict]:
     rows = [_row(CASES["a"], v, 0.03 + 0.005 * rng.random(), False) for v in rng.uniform(0.45, 0.75, 60)]
     rows += [_row(CASES["b"], v, 0.005 + 0.005 * rng.random(), False) for v in rng.uniform(0.93, 0.99, 60)]
     rows += [_row(CASES["b"], v, 0.005 + 0.005 * rng.random(), True) for v in rng.uniform(0.7, 0.88, 30)]
+    for k, row in enumerate(rows):
+        row["name"], row["method"] = f"slice_{k:03d}", "m" if k % 3 else "n"
     return rows
 
 
@@ -51,3 +53,13 @@ def test_noise_bands_catch_the_losses_one_threshold_misses():
     flat = calibrate([{k: v for k, v in r.items() if k != "noise_in"} for r in rows])
     assert not flat.by_noise
     assert confusion(rows, flat)["miss"] >= 20  # the one threshold sits below the noisy successes
+
+
+def test_cross_validation_judges_every_slice_once_with_thresholds_calibrated_without_it():
+    rows = _rows()
+    held_out = cross_validated(rows)
+    assert set(held_out) == {"m", "n"}
+    assert sum(c["hit"] + c["miss"] + c["false_alarm"] + c["pass"] for c in held_out.values()) == len(rows)
+    total = {k: sum(c[k] for c in held_out.values()) for k in ("hit", "miss", "false_alarm", "pass")}
+    assert total["miss"] <= 6 and total["false_alarm"] <= 12  # new slices: close to the fitted figures
+    assert all(0.0 <= c["false_alarm_rate"] <= 1.0 and 0.0 <= c["miss_rate"] <= 1.0 for c in held_out.values())

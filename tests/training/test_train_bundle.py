@@ -63,6 +63,7 @@ def test_cli_trains_two_epochs_and_writes_everything(first_run):
     assert ckpt["trainer"]["iteration"] == 2 * 5 and ckpt["network_def_kwargs"] == {
         **TINY_GENERATOR,
         "upsample": "transpose",
+        "residual": False,
     }  # 2 epochs x 5 A items
     kwargs = json.loads((ckpt_dir / "model_config.json").read_text())
     generator = ResnetGenerator(**kwargs)

@@ -24,7 +24,7 @@ def _merged() -> ConfigParser:
 def test_compact_override_matches_the_shipped_architecture(shipped_architecture):
     parser = _merged()
     kwargs = parser.get_parsed_content("generator_kwargs")
-    assert dict(kwargs) == shipped_architecture
+    assert dict(kwargs) == {"residual": False, **shipped_architecture}  # model_config.json leaves out defaults
     infer = ConfigParser()
     infer.read_config(str(bundle_path() / "configs" / "inference.json"))
     net = infer.get_parsed_content("network_def")
