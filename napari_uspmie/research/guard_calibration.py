@@ -64,6 +64,11 @@ def confusion(rows: Sequence[dict], thresholds: StructureThresholds) -> dict[str
     for row in rows:
         lost, flagged = reference_lost(row), guard_flags(row, thresholds)
         counts[("hit" if flagged else "miss") if lost else ("false_alarm" if flagged else "pass")] += 1
+    return _with_rates(counts)
+
+
+def _with_rates(counts: dict[str, int]) -> dict[str, float]:
+    """``counts`` with the false-alarm rate (of good rows) and the miss rate (of lost rows)."""
     good, bad = counts["false_alarm"] + counts["pass"], counts["hit"] + counts["miss"]
     return {
         **counts,
@@ -137,8 +142,4 @@ def cross_validated(rows: Sequence[dict], max_false_alarm: float = 0.05, folds: 
             total = totals.setdefault(method, {"hit": 0, "miss": 0, "false_alarm": 0, "pass": 0})
             for key in total:
                 total[key] += counts[key]
-    for total in totals.values():
-        good, bad = total["false_alarm"] + total["pass"], total["hit"] + total["miss"]
-        total["false_alarm_rate"] = total["false_alarm"] / good if good else 0.0
-        total["miss_rate"] = total["miss"] / bad if bad else 0.0
-    return totals
+    return {method: _with_rates(total) for method, total in totals.items()}
