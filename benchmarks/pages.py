@@ -83,16 +83,16 @@ def lassim_page(rows: list[dict], threads: str, quick: bool, command: str) -> st
     lines += [lassim_row(row) for row in rows]
     lines += [
         "",
-        "Reading the table: uint8 batches are converted to float32 one cache-sized piece at a time, to the",
-        "layout the filters need, inside the computation. float32 is the speed path (the default for anything",
-        "but float64 input; scores",
-        "within about 1e-7 of the reference), float64 the exact path (1e-15). On a CPU, float32 batches of at",
-        "least one 1024x1024 pair (sixteen 272x480 pairs) take the fast path: the Gaussian levels down to the",
-        "band as depthwise convolutions on pieces of the batch, the luma taken inside the first row pass (each",
-        "RGB image is read once, no full-size gray image is written) and the column passes last, on images 8",
-        "times shorter; the band and SSIM run on the whole batch at once. The rest takes the reference path",
-        "(luma, then shifted-view sums, on pieces of the batch), where a convolution call costs more than it",
-        "saves. We build only the levels the band needs; the reference's OpenCV `pyrDown` is one fused SIMD",
+        "Reading the table: on a CPU, 2D float32 and float64 batches without gradients take the fast path:",
+        "each axis goes down to the band's Gaussian level by matrix products on blocks of 16 outputs (the",
+        "map of the pyrDown steps, built once per image size by running the reference steps on unit",
+        "impulses), instead of a pass per level and tap and many small calls; float32 scores are within",
+        "about 1e-7 of the reference's, float64 within 1e-15. The luma of a pair's two images goes into one",
+        "buffer, so the passes run once for both. uint8 batches in the user layout (channels-last) take",
+        "their luma by one blocked matrix product per image (16 pixels' interleaved samples against a",
+        "block-diagonal matrix of the weights), converted to float32 one image at a time; planar batches",
+        "by a product of the weights with the colour planes. The band and SSIM run on the whole batch at",
+        "once. We build only the levels the band needs; the reference's OpenCV `pyrDown` is one fused SIMD",
         "pass per level, but it builds every level and band, the full-resolution band included.",
     ]
     return "\n".join(lines) + "\n"

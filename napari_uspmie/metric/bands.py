@@ -2,12 +2,13 @@
 
 Two paths compute the same band. The reference path (:mod:`napari_uspmie.metric.pyramid`) serves
 every input: any dtype and device, 2D or 3D, differentiable; in float64 it equals OpenCV to 1e-12.
-The fast path (:mod:`napari_uspmie.metric.pyramid_filters`) serves large 2D float32 CPU batches
-without gradients: the Gaussian levels down to the band by depthwise convolutions, the luma inside
-the first row pass (each RGB image is read once, no full-size gray image is written); it differs
-from the reference path by float32 rounding only. :func:`fast_path_applies` is the one place that
-chooses between them. On a CPU both take the batch to the band's Gaussian level in pieces that
-stay in cache (:func:`pairs_per_piece`); the band itself then runs on the whole batch at once.
+The fast path (:mod:`napari_uspmie.metric.pyramid_filters`) serves 2D float32 and float64 CPU batches
+without gradients: each axis goes down to the band's Gaussian level by banded matrix products instead
+of a pass per level and tap; it differs from the reference path by rounding only.
+:func:`fast_path_applies` is the one place that chooses between them. The luma of RGB stacked from
+``(H, W, 3)`` arrays (channels-last) is one blocked matrix product
+(:mod:`napari_uspmie.metric.interleaved_luma`). On a CPU the batch goes to the band's Gaussian
+level in pieces (:func:`pairs_per_piece`); the band itself then runs on the whole batch at once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Literal
 
 import torch
 
+from napari_uspmie.metric.interleaved_luma import interleaved_luma, is_interleaved_rgb
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
 from napari_uspmie.metric.pyramid import laplacian_residual, pyr_down, pyramid_sizes
 from napari_uspmie.metric.pyramid_filters import gaussian_level
 
 __all__ = [
-    "FAST_PATH_MIN_SAMPLES",
     "PIECE_BYTES",
     "PathChoice",
     "to_gray",
@@ -33,13 +34,9 @@ __all__ = [
     "band_pair",
 ]
 
-#: Smallest batch the fast path takes, in samples of the first row pass (half the pixels) of the
-#: ``pred`` batch: below, its many small calls cost more than they save.
-FAST_PATH_MIN_SAMPLES = 2**19
-#: Largest intermediate one piece of a CPU batch writes (the fast path's first row pass of the
-#: ``pred`` images, the reference path's luma of the pairs): pieces stay in cache, and below glibc's
-#: largest heap block (32 MiB) the allocator reuses memory instead of mapping and faulting it in.
-PIECE_BYTES = 2**23
+#: Largest intermediate one piece of a CPU batch writes (the lumas of its pairs): below glibc's
+#: largest heap block (32 MiB), the allocator reuses memory instead of mapping and faulting it in.
+PIECE_BYTES = 2**24
 
 #: ``band_pair``'s ``path``: ``"auto"`` lets :func:`fast_path_applies` choose, the others force a path.
 PathChoice = Literal["auto", "reference", "fast"]
@@ -76,14 +73,8 @@ def as_compute(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.div_(255.0) if x.dtype == torch.uint8 else out
 
 
-def _piece(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A piece of the batch ready for :func:`_luma_level`: channels-last RGB (stacked ``(H, W, 3)``
-    arrays) goes straight to its luma in one sequential pass, the rest through :func:`as_compute`."""
-    if x.ndim == 4 and x.shape[1] == 3 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous():
-        weights = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
-        gray = torch.matmul(x.permute(0, 2, 3, 1).to(dtype), weights).unsqueeze(1)
-        return gray.div_(255.0) if x.dtype == torch.uint8 else gray
-    return as_compute(x, dtype)
+def _needs_grad(p: torch.Tensor, r: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
 
 
 def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathChoice = "auto") -> bool:
@@ -92,10 +83,9 @@ def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathCh
     Args:
         p, r: the ``pred`` and ``ref`` batches.
         level: the band.
-        path: ``"auto"`` chooses the fast path for a band above full resolution of a 2D float32
-            CPU batch without gradients of at least :data:`FAST_PATH_MIN_SAMPLES`, when oneDNN
-            runs the depthwise convolutions (integer batches count as float32, the dtype they are
-            computed in); ``"reference"`` and ``"fast"`` force one.
+        path: ``"auto"`` chooses the fast path for a band above full resolution of a 2D float32 or
+            float64 CPU batch without gradients, of any size (integer batches count as float32, the
+            dtype they are computed in); ``"reference"`` and ``"fast"`` force one.
 
     Raises:
         ValueError: an unknown ``path``, or ``"fast"`` for a batch or band it cannot serve.
@@ -104,42 +94,45 @@ def fast_path_applies(p: torch.Tensor, r: torch.Tensor, level: int, path: PathCh
         raise ValueError(f"path must be 'auto', 'reference' or 'fast', got {path!r}.")
     if path == "reference":
         return False
-    needs_grad = torch.is_grad_enabled() and (p.requires_grad or r.requires_grad)
     serves = (
         level >= 1
         and p.ndim == 4
-        and compute_dtype(p) == compute_dtype(r) == torch.float32
+        and compute_dtype(p) == compute_dtype(r) in (torch.float32, torch.float64)
         and p.device.type == r.device.type == "cpu"
-        and not needs_grad
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled  # without oneDNN, depthwise convolutions are slow
+        and not _needs_grad(p, r)
     )
     if path == "fast" and not serves:
-        raise ValueError("the fast path serves bands above level 0 of 2D float32 CPU batches without gradients.")
-    return serves and (path == "fast" or p.shape[0] * ((p.shape[2] + 1) // 2) * p.shape[3] >= FAST_PATH_MIN_SAMPLES)
+        raise ValueError(
+            "the fast path serves bands above level 0 of 2D float32 or float64 CPU batches without gradients."
+        )
+    return serves
 
 
-def pairs_per_piece(p: torch.Tensor, fast: bool) -> int:
-    """Pairs per piece of the batch ``p`` on the chosen path: the whole batch off the CPU."""
+def pairs_per_piece(p: torch.Tensor) -> int:
+    """Pairs per piece of the batch ``p``: the whole batch off the CPU."""
     if p.device.type != "cpu":
         return p.shape[0]
     # sized by the dtype the piece is computed in: a uint8 batch becomes float32 piece by piece
     itemsize = torch.empty((), dtype=compute_dtype(p)).element_size()
-    if fast:
-        largest = (p.shape[2] + 1) // 2 * p.shape[3] * itemsize
-    else:
-        largest = 2 * math.prod(p.shape[2:]) * itemsize
-    # an integer piece's float copy (C channels) must fit too
-    if not p.is_floating_point():
+    largest = 2 * math.prod(p.shape[2:]) * itemsize  # the lumas of a pair
+    if not p.is_floating_point() and not is_interleaved_rgb(p):  # a float copy of the piece (C channels) too
         largest = max(largest, p.shape[1] * math.prod(p.shape[2:]) * itemsize)
     return max(1, PIECE_BYTES // largest)
 
 
-def _luma_level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
-    """Gaussian level ``level`` of the luma of ``x`` on the chosen path."""
+def _luma_into(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor) -> None:
+    """Write the luma of the RGB piece ``x`` into ``out`` (no gradients)."""
+    if is_interleaved_rgb(x):
+        interleaved_luma(x, dtype, out=out)
+        return
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
+    torch.matmul(weights, as_compute(x, dtype).flatten(2), out=out.view(x.shape[0], -1))
+
+
+def _level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
+    """Gaussian level ``level`` of the single-channel ``x`` on the chosen path."""
     if fast:
-        return gaussian_level(x, level, torch.tensor(GRAY_WEIGHTS) if x.shape[1] == 3 else None)
-    x = to_gray(x)
+        return gaussian_level(x, level) if level > 0 else x
     for _ in range(level):
         x = pyr_down(x)
     return x
@@ -148,10 +141,11 @@ def _luma_level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
 def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path: PathChoice = "auto") -> torch.Tensor:
     """Laplacian band at ``level`` of the luma of ``pred`` then ``ref``: ``(2B, 1, ...)``.
 
-    Both paths take the Gaussian level ``level`` of ``pred`` and of ``ref`` piece by piece
-    (:func:`pairs_per_piece`), each straight into its slot of the batch's level (no full-size
-    concatenation), then the band of the whole batch at once (its many small operator calls
-    paid once per batch).
+    The batch goes to the Gaussian level ``level`` piece by piece (:func:`pairs_per_piece`), each
+    piece straight into its slot of the batch's level, then the band of the whole batch runs at once
+    (its many small operator calls paid once per batch). Without gradients, the lumas of a piece's
+    ``pred`` and ``ref`` images go into one buffer, allocated once (a fresh allocation costs its page
+    faults every time), and the passes to the level run once for both.
 
     Args:
         p, r: ``(B, C, *spatial)`` batches of one dtype (floating, or integer: computed in float32,
@@ -169,11 +163,27 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
         raise ValueError(f"level must be in [0, max_level={max_level}], got {level}.")
     fast = fast_path_applies(p, r, level, path)
     dtype = compute_dtype(p)
-    b, n = p.shape[0], pairs_per_piece(p, fast)
+    b, n = p.shape[0], pairs_per_piece(p)
     base = p.new_empty((2 * b, 1, *pyramid_sizes(tuple(p.shape[2:]), level)[-1]), dtype=dtype)
+    shared = p.shape[1] == 3 and not _needs_grad(p, r)
+    gray = p.new_empty((2 * n, 1, *p.shape[2:]), dtype=dtype) if shared else None
     for start in range(0, b, n):
         stop = min(start + n, b)
-        base[start:stop].copy_(_luma_level(_piece(p[start:stop], dtype), level, fast))
-        base[b + start : b + stop].copy_(_luma_level(_piece(r[start:stop], dtype), level, fast))
+        if gray is not None:
+            k = stop - start
+            _luma_into(p[start:stop], dtype, gray[:k])
+            _luma_into(r[start:stop], dtype, gray[k : 2 * k])
+            both = _level(gray[: 2 * k], level, fast)
+            base[start:stop].copy_(both[:k])
+            base[b + start : b + stop].copy_(both[k:])
+            continue
+        base[start:stop].copy_(_level(to_gray(as_compute(p[start:stop], dtype)), level, fast))
+        base[b + start : b + stop].copy_(_level(to_gray(as_compute(r[start:stop], dtype)), level, fast))
     # The band at ``level`` of an image is the band at 0 of its Gaussian level ``level``.
-    return laplacian_residual(base, 0, max_level - level)
+    band = laplacian_residual(base, 0, max_level - level)
+    if not fast or level == max_level:
+        return band
+    # A flat image's band is exactly 0 on the reference path; the products' rounding leaves noise there.
+    noise = base.flatten(1).abs().amax(dim=1) * (256 * torch.finfo(dtype).eps)
+    band[band.flatten(1).abs().amax(dim=1) <= noise] = 0
+    return band

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 __all__ = [
     "BINOMIAL_TAPS",
     "pyr_down",
+    "pyr_down_axis",
     "pyr_up",
     "gaussian_pyramid",
     "laplacian_pyramid",
@@ -93,6 +94,18 @@ def pyr_down(x: torch.Tensor) -> torch.Tensor:
         x = _down_axis(x, dim)
     # One pass for the normalisation of every axis; 16 ** -nd is a power of two, so no rounding differs.
     return x.mul_(16.0**-nd)
+
+
+def pyr_down_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``pyr_down`` along the spatial axis ``dim`` of a ``(B, C, *spatial)`` tensor only.
+
+    Returns:
+        The tensor with axis ``dim`` filtered and halved (``ceil(n / 2)``), the other axes untouched.
+    """
+    pad = [0] * (2 * (x.ndim - 2))
+    at = 2 * (x.ndim - 1 - dim)  # F.pad lists the last axis first
+    pad[at : at + 2] = [_PAD, _PAD]
+    return _down_axis(F.pad(x, tuple(pad), mode="reflect"), dim).mul_(1.0 / 16.0)
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_uspmie.metric import axis_maps
 from napari_uspmie.metric.bands import to_gray
-from napari_uspmie.metric.luma import GRAY_WEIGHTS
-from napari_uspmie.metric.pyramid import pyr_down
-from napari_uspmie.metric.pyramid_filters import down_columns, down_rows, gaussian_level
+from napari_uspmie.metric.pyramid import pyr_down, pyr_down_axis
+from napari_uspmie.metric.pyramid_filters import down_blocks, down_columns, down_rows, gaussian_level
 
 SIZES = [(3, 3), (3, 4), (4, 3), (5, 6), (6, 5), (8, 9), (37, 41), (64, 33), (97, 130)]
 
@@ -48,18 +48,6 @@ def test_each_pass_filters_its_own_axis():
     np.testing.assert_allclose(down_columns(rows).double().numpy(), reference, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [(3, 5), (4, 4), (17, 12), (64, 48)])
-def test_row_pass_sums_channels_like_a_separate_luma(size):
-    """The luma taken inside the first row pass equals the luma taken before it, borders included."""
-    x = _images((3, 3, *size), seed=7).float()
-    weights = torch.tensor(GRAY_WEIGHTS)
-    fused = down_rows(x, weights)
-    assert fused.shape == (3, 1, (size[0] + 1) // 2, size[1])
-    torch.testing.assert_close(fused, down_rows(to_gray(x)), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="channel_weights"):
-        down_rows(x, weights[:2])
-
-
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_gaussian_level_equals_repeated_pyr_down(depth):
     """Rows of every level first, columns last: the same level as the reference pyr_down level by level."""
@@ -67,7 +55,7 @@ def test_gaussian_level_equals_repeated_pyr_down(depth):
     expected = to_gray(x)
     for _ in range(depth):
         expected = pyr_down(expected)
-    fast = gaussian_level(x.float(), depth, torch.tensor(GRAY_WEIGHTS))
+    fast = gaussian_level(to_gray(x).float(), depth)
     torch.testing.assert_close(fast.double(), expected, rtol=0, atol=1e-6)
     per_channel = gaussian_level(x.float(), depth).double()
     torch.testing.assert_close(per_channel, _level_per_channel(x, depth), rtol=0, atol=1e-6)
@@ -87,3 +75,37 @@ def test_pyr_down_keeps_gradients_for_the_loss():
     x = torch.rand(2, 1, 600, 600, requires_grad=True)
     pyr_down(x).sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("per_block", [1, 3, 16, 10**6], ids=["1", "3", "16", "one block"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("size", [(49, 50), (50, 51), (64, 97), (131, 200)])
+def test_blocks_of_any_size_equal_the_reference_steps(monkeypatch, per_block, depth, size):
+    """Gaussian levels by blocks of 1, 3, 16 outputs and the whole axis as one block: every size parity,
+    three depths, in float32 and float64, against the reference steps level by level."""
+    monkeypatch.setattr(axis_maps, "OUTPUTS_PER_BLOCK", per_block)
+    down_blocks.cache_clear()
+    x = _images((2, 1, *size), seed=depth + size[0])
+    expected = _level_per_channel(x, depth)
+    torch.testing.assert_close(gaussian_level(x.float(), depth).double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gaussian_level(x, depth), expected, rtol=0, atol=1e-15)
+    down_blocks.cache_clear()
+
+
+def test_blocks_hold_the_whole_map():
+    """The blocks of 3 pyrDown steps along 272 samples, put together, are the reference steps' map
+    (reflect-101 borders included); each output's weights sum to 1."""
+    n, depth = 272, 3
+    blocks = down_blocks(n, depth)
+    assert [b.first_output for b in blocks] == [0, 16, 32]
+    whole = torch.zeros(34, n, dtype=torch.float64)
+    for b in blocks:
+        rows, cols = b.weights.shape
+        whole[b.first_output : b.first_output + rows, b.first_sample : b.first_sample + cols] = b.weights
+        torch.testing.assert_close(b.weights.sum(dim=1), torch.ones(rows, dtype=torch.float64), rtol=0, atol=1e-15)
+    exact = torch.eye(n, dtype=torch.float64).view(1, 1, n, n)
+    for _ in range(depth):
+        exact = pyr_down_axis(exact, 2)
+    torch.testing.assert_close(whole, exact[0, 0], rtol=0, atol=1e-16)
+    with pytest.raises(ValueError, match="too short"):
+        down_blocks(8, 3)  # 8, 4, then 2 samples: too few for the third step
