@@ -44,7 +44,7 @@ from napari_uspmie.inference.pipeline import (
 )
 from napari_uspmie.inference.precision import cpu_has_fast_bf16
 from napari_uspmie.inference.scope import ModelScope, check_scope, read_metadata
-from napari_uspmie.inference.winograd import to_winograd
+from napari_uspmie.inference.winograd import WINOGRAD_MIN_CHANNELS, to_winograd
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
 from napari_uspmie.metric.structure_check import StructureThresholds
 
@@ -118,8 +118,9 @@ def compile_layers(network: nn.Module, fast_layers: bool | None = None, bf16: bo
 
     Args:
         network: a module in evaluation mode (a TorchScript module is returned as it is).
-        fast_layers: rewrite layers for float32 CPU inference: 3x3 stride-1 convolutions by
-            Winograd F(4x4, 3x3) (:mod:`napari_uspmie.inference.winograd`; 4x fewer multiplications) and
+        fast_layers: rewrite layers for float32 CPU inference: 3x3 stride-1 convolutions of at least
+            ``WINOGRAD_MIN_CHANNELS`` channels by Winograd F(4x4, 3x3)
+            (:mod:`napari_uspmie.inference.winograd`; 4x fewer multiplications) and
             convolutions to one output channel as depthwise + sum
             (:mod:`napari_uspmie.inference.depthwise_sum`); results within a few 1e-5. ``None``: on when the
             network's weights are on the CPU (cuDNN picks its own algorithms) and it will not run
@@ -133,7 +134,7 @@ def compile_layers(network: nn.Module, fast_layers: bool | None = None, bf16: bo
         return network
     if fast_layers is None:
         fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
-    return to_depthwise_sum(to_winograd(network)) if fast_layers else network
+    return to_depthwise_sum(to_winograd(network, WINOGRAD_MIN_CHANNELS)) if fast_layers else network
 
 
 def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
@@ -175,9 +176,10 @@ class Enhancer:
             it can be slower than float32 (see ``docs/benchmarks.md``).
         architecture: the ``ResnetGenerator`` arguments of ``network`` (informational).
         compile: run the network through ``torch.compile`` (Inductor, weights frozen into the
-            graph; on CPU in float32 with Winograd 3x3 convolutions and a depthwise + sum output
-            layer, :func:`compile_network`). Each new input shape compiles first (seconds to tens
-            of seconds on a CPU), then runs faster than eager (see ``docs/benchmarks.md``);
+            graph; on CPU in float32 with Winograd 3x3 convolutions in layers of 128 channels or
+            more and a depthwise + sum output layer, :func:`compile_network`). Each new input shape
+            compiles first (seconds to tens of seconds on a CPU), then runs faster than eager (see
+            ``docs/benchmarks.md``);
             results agree with eager fp32 to about 5e-5. Off by default: a one-off enhancement
             would spend longer compiling.
         scope: what the model was trained on (modality, channels, pixel size); inputs outside it

@@ -19,14 +19,14 @@ from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidI
 from napari_uspmie.inference.channels import ChannelAdapter
 from napari_uspmie.inference.checkpoint import infer_architecture
 from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
-from napari_uspmie.inference.enhancer import Enhancer, compile_network, pick_device
+from napari_uspmie.inference.enhancer import Enhancer, compile_layers, compile_network, pick_device
 from napari_uspmie.inference.inferer import MAX_PIXELS, EnhancementInferer, pixels_per_call
 from napari_uspmie.inference.layer_stream import convolution_layers
 from napari_uspmie.inference.precision import autocast_for, cpu_bf16_flags
 from napari_uspmie.inference.winograd import WinogradConv2d
 from napari_uspmie.io.intensity import IntensityMap, intensity_window, percentiles_of
 from napari_uspmie.metric.luma import GRAY_WEIGHTS
-from napari_uspmie.models.networks import ResnetGenerator
+from napari_uspmie.models.networks import ResnetBlock, ResnetGenerator
 from tests.io_factories import ct_volume, mni_slices, random_bundle
 from tests.unpaired_data import TINY_GENERATOR as TINY
 
@@ -295,15 +295,29 @@ def test_compiled_network_matches_eager():
         torch.testing.assert_close(compiled.runner(x), net(x), rtol=0, atol=1e-3)
     floats = np.random.default_rng(2).random((2, 48, 40)).astype(np.float32)
     np.testing.assert_allclose(compiled.enhance(floats), eager.enhance(floats), rtol=0, atol=1e-3)
-    # float32 on CPU: residual 3x3 convolutions by Winograd F(4x4, 3x3), the head as depthwise + sum;
-    # under bf16 the layers stay as they are.
-    assert any(isinstance(m, WinogradConv2d) for m in compiled.compiled_from.modules())
+    # float32 on CPU: the head as depthwise + sum; Winograd F(4x4, 3x3) only from 128 channels, so not in
+    # this narrow network; under bf16 the layers stay as they are.
     assert any(isinstance(m, DepthwiseSumConv2d) for m in compiled.compiled_from.modules())
+    assert not any(isinstance(m, WinogradConv2d) for m in compiled.compiled_from.modules())
     bf16 = Enhancer(net, device="cpu", tile_size=64, compile=True, bf16=True)
-    assert not any(isinstance(m, WinogradConv2d) for m in bf16.compiled_from.modules())
-    assert not any(isinstance(m, WinogradConv2d) for m in net.modules())
+    assert not any(isinstance(m, DepthwiseSumConv2d) for m in bf16.compiled_from.modules())
+    assert not any(isinstance(m, (WinogradConv2d, DepthwiseSumConv2d)) for m in net.modules())
     scripted = torch.jit.script(ResnetGenerator(**TINY).eval())
     assert Enhancer(scripted, device="cpu", compile=True).runner is scripted  # TorchScript runs as it is
+
+
+def test_compiled_winograd_layers_from_128_channels_match_eager():
+    """A residual block 128 channels wide is compiled with Winograd F(4x4, 3x3) (64-channel layers are not)
+    and matches the eager block."""
+    torch.manual_seed(0)
+    block = ResnetBlock(128, "instance").eval()
+    narrow = compile_layers(ResnetBlock(64, "instance").eval())
+    assert not any(isinstance(m, WinogradConv2d) for m in narrow.modules())
+    compiled = compile_network(block)
+    assert sum(isinstance(m, WinogradConv2d) for m in compile_layers(block).modules()) == 2
+    x = torch.randn(1, 128, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), block(x), rtol=0, atol=1e-3)
 
 
 def test_autocast_choice_per_device():
