@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from benchmarks.machine import PeakMemory, spinning_processes
+from benchmarks.machine import PeakMemory, cpu_family, spinning_processes
 from benchmarks.pages import LASSIM_HEADER, command, lassim_page, lassim_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie import lassim
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     write_page(
         args.out,
         lassim_page(rows, threads, args.quick, command("bench_lassim", argv)),
-        {"threads": threads, "busy": args.busy, "rows": rows},
+        {"threads": threads, "busy": args.busy, "cpu_family": cpu_family(), "rows": rows},
     )
     print(f"wrote {args.out}")
     return 0

@@ -34,6 +34,7 @@ def _lassim_rows(data: dict) -> list[str]:
         target = 1.0 if r["batch"] == 1 else (1.0 if busy else 3.0) if r["batch"] >= 16 else None
         if target is not None:
             case = f"{r['size']}, batch {r['batch']}, {r['dtype']}, threads {data['threads']}"
+            case += f", {data['cpu_family']}" if "cpu_family" in data else ""
             case += f", {busy} other process(es) spinning" if busy and "spinning" not in data["threads"] else ""
             rows.append(target_row("LaSSIM speedup over the reference", case, r["speedup"], "x", target))
     return rows
@@ -102,6 +103,7 @@ def targets_table(folder: Path) -> list[str]:
     rows = []
     for name, make in (
         ("benchmarks_lassim.json", _lassim_rows),
+        ("benchmarks_lassim_amd_avx2.json", _lassim_rows),
         ("benchmarks_lassim_busy.json", _lassim_rows),
         ("benchmarks_enhance.json", _enhance_rows),
         ("benchmarks_scaling.json", _scaling_rows),

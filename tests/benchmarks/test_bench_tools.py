@@ -106,6 +106,10 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     assert len(busy) == 2 and busy[1].endswith("| yes |") and "2.00x | >= 1x" in busy[1]
     napari = [line for line in lines if "napari" in line]
     assert len(napari) == 1 and napari[0].endswith("| **no** |")
+    # a second CPU family's page adds its own rows, named by the family
+    (tmp_path / "benchmarks_lassim_amd_avx2.json").write_text(json.dumps({**lassim, "cpu_family": "AMD AVX2"}))
+    family = [line for line in targets_table(tmp_path) if "AMD AVX2" in line]
+    assert len(family) == 2 and family[1].endswith("| **no** |") and "2.00x | >= 3x" in family[1]
     assert targets_table(tmp_path / "missing") == []
     assert "1.496x" in target_row("w", "c", 1.4958, "x", 1.5) and "1.50x" in target_row("w", "c", 1.5, "x", 1.5)
 
