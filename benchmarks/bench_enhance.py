@@ -3,15 +3,16 @@
 For the shipped generator (grey, ngf 16, 6 residual blocks) and the paper's (RGB, ngf 64,
 9 blocks), random weights (speed does not depend on them):
 
-* the baseline: ``network(x)`` in fp32 under ``no_grad`` on a ready [-1, 1] tensor, ``batch``
-  images per call, results back on the CPU;
-* ``Enhancer.enhance``: numpy in, numpy out (intensity window and back, layout, padding,
-  batching of slices, tiling), eager network;
-* ``Enhancer(compile=True).enhance``: the same with the network through ``torch.compile``
-  (Inductor, frozen weights; on CPU its 3x3 residual convolutions by Winograd F(4x4, 3x3));
-  its first call per shape compiles and is reported apart;
+* the baselines: ``network(x)`` in fp32 under ``no_grad`` on a ready [-1, 1] tensor, ``batch``
+  images per call, results back on the CPU; and the same one image (slice) per call;
+* ``Enhancer().enhance``, every setting at its default: numpy in, numpy out (intensity window and
+  back, layout, padding, batching of slices, tiling), eager network;
+* ``Enhancer(compile=True).enhance``: the network through ``torch.compile`` (Inductor, frozen
+  weights; on CPU 3x3 convolutions of 128 channels or more by Winograd F(4x4, 3x3)), ``batch``
+  images per call; its first call per shape compiles and is reported apart;
 * ``Enhancer(compile=True, bf16=True).enhance``: the opt-in bfloat16 path (autocast, compiled), with
-  its difference from float32 and its fraction of the machine's bfloat16 matmul FLOP/s.
+  its difference from float32 and its fraction of the machine's bfloat16 matmul FLOP/s; only
+  where the device has bfloat16 hardware (elsewhere it is emulated, and the enhancer warns).
 
 Each case reports seconds (best of interleaved runs, so every side sees the same machine
 load), the speedup over the baseline, the convolution FLOPs counted from the layer shapes,
@@ -40,12 +41,12 @@ import numpy as np
 import torch
 
 from benchmarks.flops import conv_flops
-from benchmarks.machine import PeakMemory, matmul_gflops
+from benchmarks.machine import PeakMemory, cpu_family, matmul_gflops
 from benchmarks.pages import command, enhance_page, enhance_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
 from napari_uspmie.inference.enhancer import Enhancer, compile_network
-from napari_uspmie.inference.precision import autocast_for
+from napari_uspmie.inference.precision import autocast_for, cpu_has_fast_bf16
 from napari_uspmie.inference.winograd import to_winograd
 from napari_uspmie.models.networks import ResnetGenerator
 
@@ -102,28 +103,36 @@ def can_compile(device: torch.device) -> bool:
 
 
 def bench_model(model: str, cases: list, device: torch.device, repeats: int, peaks: dict[str, float]) -> list[dict]:
-    """Every case of one model: the baseline, the enhancer eager, compiled (eager again without a compiler)
-    and compiled in bfloat16."""
+    """Every case of one model: the baselines (eager in the case's batches and one slice at a time), the
+    enhancer eager, compiled (eager again without a compiler) and, where ``peaks`` has a bfloat16 figure
+    (bfloat16 hardware), compiled in bfloat16."""
     net = make_network(model).to(device)
     channels = MODELS[model]["in_channels"]
-    eager_enh = Enhancer(net, device=device, tile_size=1024, batch_size=8)
+    default_enh = Enhancer(net, device=device)  # every setting at its default
     compiled = can_compile(device)
     compiled_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled)
-    bf16_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled, bf16=True)
+    with_bf16 = "bfloat16" in peaks
+    if with_bf16:
+        bf16_enh = Enhancer(
+            copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled, bf16=True
+        )
     rows = []
     for label, images, side, batch in cases:
         array = make_array(images, side, channels, "volume" in label)
         x = torch.rand(images, channels, side, side) * 2 - 1
         sides = {
             "eager": lambda x=x, batch=batch: eager_forward(net, x, batch, device),
-            "enhance": lambda a=array, b=batch: eager_enh.enhance(a, batch_size=b),
+            "eager_slices": lambda x=x: eager_forward(net, x, 1, device),
+            "enhance": lambda a=array: default_enh.enhance(a),
             "compiled": lambda a=array, b=batch: compiled_enh.enhance(a, batch_size=b),
-            "bf16": lambda a=array, b=batch: bf16_enh.enhance(a, batch_size=b),
         }
+        if with_bf16:
+            sides["bf16"] = lambda a=array, b=batch: bf16_enh.enhance(a, batch_size=b)
         t0 = time.perf_counter()
         sides["compiled"]()  # compiles for this shape
         first_call = time.perf_counter() - t0
-        sides["bf16"]()
+        if with_bf16:
+            sides["bf16"]()
         memory = {}
         for k, fn in sides.items():  # warm-up run of each side, its peak memory measured
             with PeakMemory(str(device)) as mem:
@@ -134,16 +143,18 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
             probe = x[:batch].to(device)
             reference = net(probe)
             diff = float((compiled_enh.runner(probe) - reference).abs().max())
-            with autocast_for(device, bf16=True):
-                bf16_diff = (bf16_enh.runner(probe).float() - reference).abs()
+            if with_bf16:
+                with autocast_for(device, bf16=True):
+                    bf16_diff = (bf16_enh.runner(probe).float() - reference).abs()
         flops = conv_flops(net, (images, channels, side, side))
         # What the compiled network runs: Winograd layers do fewer multiplications than the direct count.
         executed = conv_flops(compiled_enh.compiled_from, (images, channels, side, side))
         row = {"model": model, "case": label, "images": images, "first_call": first_call, "diff": diff}
-        row |= {"bf16_diff_max": float(bf16_diff.max()), "bf16_diff_mean": float(bf16_diff.mean())}
+        if with_bf16:
+            row |= {"bf16_diff_max": float(bf16_diff.max()), "bf16_diff_mean": float(bf16_diff.mean())}
+            row |= {"peak_bf16": peaks["bfloat16"]}
         row |= {f"{k}_s": v for k, v in best.items()} | {f"{k}_mb": v for k, v in memory.items()}
-        row |= {"gflop": flops / 1e9, "gflop_executed": executed / 1e9}
-        row |= {"peak": peaks["float32"], "peak_bf16": peaks["bfloat16"]}
+        row |= {"gflop": flops / 1e9, "gflop_executed": executed / 1e9, "peak": peaks["float32"]}
         rows.append(row)
         print(enhance_row(row), flush=True)
     return rows
@@ -155,7 +166,7 @@ def _no_grad_bf16(device: torch.device):
         yield
 
 
-def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -> list[dict]:
+def trials(model: str, device: torch.device, repeats: int, with_compile: bool, with_bf16: bool) -> list[dict]:
     """The bare network at one size under single inference techniques, against eager fp32 ``no_grad``."""
     batch, side = TRIAL_CASE[model]
     net = make_network(model).to(device)
@@ -177,7 +188,8 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
     variants["TorchScript trace + freeze"] = (frozen, x, torch.no_grad)
     setup["TorchScript trace + freeze"] = time.perf_counter() - start
     bf16_mode = functools.partial(_no_grad_bf16, device)
-    variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
+    if with_bf16:
+        variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
     variants["Winograd F(4x4, 3x3), eager"] = (to_winograd(net), x, torch.inference_mode)
     if with_compile:
         for name, fast_layers in (("torch.compile (Inductor, frozen weights)", False), (COMPILED_DEFAULT, None)):
@@ -187,6 +199,7 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool) -
                 compiled(x)
             variants[name] = (compiled, x, torch.no_grad)
             setup[name] = time.perf_counter() - start
+    if with_compile and with_bf16:
         compiled_bf16 = compile_network(copy.deepcopy(net), bf16=True)
         start = time.perf_counter()
         with bf16_mode():
@@ -234,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = network_bench_parser(__doc__.splitlines()[0], "benchmarks_enhance.md")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--models", nargs="*", default=None, help="subset of: shipped paper")
+    parser.add_argument("--page", default="benchmarks_enhance.md", help="file name of the page in --out")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,15 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     # quick mode (CI) takes a small product: on CPUs without bf16 hardware a 2048^3 bf16 matmul is
     # emulated and takes minutes
     side = 512 if args.quick else 2048
-    peaks = {
-        "float32": matmul_gflops(device.type, n=side),
-        "bfloat16": matmul_gflops(device.type, n=side, dtype=torch.bfloat16),
-    }
-    print(f"matmul {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} bfloat16", flush=True)
+    # Without bfloat16 hardware the opt-in bfloat16 path is emulated (slower than float32, and the
+    # enhancer warns against it): not measured there.
+    with_bf16 = device.type == "cuda" or cpu_has_fast_bf16()
+    peaks = {"float32": matmul_gflops(device.type, n=side)}
+    if with_bf16:
+        peaks["bfloat16"] = matmul_gflops(device.type, n=side, dtype=torch.bfloat16)
+    print(", ".join(f"matmul {v:.0f} GFLOP/s {k}" for k, v in peaks.items()), flush=True)
     rows, trial_rows = [], []
     for model, model_cases in cases.items():
         rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peaks)
-        trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device))
+        trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device), with_bf16)
     text = enhance_page(
         rows,
         trial_rows,
@@ -264,13 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary = {
         "matmul_gflops": peaks["float32"],
-        "matmul_gflops_bf16": peaks["bfloat16"],
+        **({"matmul_gflops_bf16": peaks["bfloat16"]} if with_bf16 else {}),
         "threads": torch.get_num_threads(),
+        "cpu_family": cpu_family(),
         "rows": rows,
         "trials": trial_rows,
     }
-    write_page(Path(args.out) / "benchmarks_enhance.md", text, summary)
-    print(f"wrote {Path(args.out) / 'benchmarks_enhance.md'}")
+    write_page(Path(args.out) / args.page, text, summary)
+    print(f"wrote {Path(args.out) / args.page}")
     return 0
 
 

@@ -106,9 +106,17 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     assert len(busy) == 2 and busy[1].endswith("| yes |") and "2.00x | >= 1x" in busy[1]
     napari = [line for line in lines if "napari" in line]
     assert len(napari) == 1 and napari[0].endswith("| **no** |")
+    # a page with the per-slice baseline and no bfloat16 hardware: the default path's target, no bf16 rows
+    amd = {"matmul_gflops": 100.0, "cpu_family": "AMD AVX2", "rows": [{**enhance["rows"][0], "eager_slices_s": 1.2}]}
+    del amd["rows"][0]["bf16_s"]
+    amd["rows"][0]["enhance_s"] = 1.0
+    (tmp_path / "benchmarks_enhance_amd_avx2.json").write_text(json.dumps(amd))
+    default = [line for line in targets_table(tmp_path) if "per-slice" in line]
+    assert len(default) == 1 and "1.20x | >= 1.5x | **no** |" in default[0] and "AMD AVX2" in default[0]
+    assert sum("bfloat16" in line for line in targets_table(tmp_path)) == 2  # the first page's only
     # a second CPU family's page adds its own rows, named by the family
     (tmp_path / "benchmarks_lassim_amd_avx2.json").write_text(json.dumps({**lassim, "cpu_family": "AMD AVX2"}))
-    family = [line for line in targets_table(tmp_path) if "AMD AVX2" in line]
+    family = [line for line in targets_table(tmp_path) if "AMD AVX2" in line and "LaSSIM" in line]
     assert len(family) == 2 and family[1].endswith("| **no** |") and "2.00x | >= 3x" in family[1]
     assert targets_table(tmp_path / "missing") == []
     assert "1.496x" in target_row("w", "c", 1.4958, "x", 1.5) and "1.50x" in target_row("w", "c", 1.5, "x", 1.5)
