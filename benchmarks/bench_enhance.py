@@ -72,7 +72,9 @@ FULL_CASES = {
 }
 QUICK_CASES = {"tiny": [("2D 64x64, batch 1", 1, 64, 1), ("3D volume 4x64x64, batch 2", 4, 64, 2)]}
 TRIAL_CASE = {"shipped": (8, 256), "paper": (1, 256), "tiny": (2, 64)}
-COMPILED_DEFAULT = "torch.compile + Winograd and depthwise-sum head on CPU (what `compile=True` runs)"
+COMPILED_DEFAULT = (
+    "torch.compile + Winograd (layers of 128+ channels) and depthwise-sum head on CPU (what `compile=True` runs)"
+)
 
 
 def make_network(model: str) -> torch.nn.Module:
