@@ -39,14 +39,23 @@ def impulse_blocks(
     n_out: int,
     operation: Callable[[torch.Tensor], torch.Tensor],
     reach: Callable[[int, int], tuple[int, int]],
+    step: int = 1,
 ) -> tuple[AxisBlock, ...]:
     """The map of ``operation`` along an axis, in blocks of :data:`OUTPUTS_PER_BLOCK` outputs.
 
+    Each block runs ``operation`` on impulses placed in a window of the axis around the samples it
+    reaches, not on the whole axis, so building all blocks costs in proportion to the axis length.
+    The window starts at a multiple of ``step`` (its outputs then line up with the axis's) and ends
+    at the axis's ends where the block reaches them, so the operation's own end handling is there;
+    an end of the window inside the axis lies beyond every sample the block's outputs depend on.
+
     Args:
         n_in, n_out: samples in and out.
-        operation: the map, applied along ``dim=2`` of a float64 ``(1, 1, n_in, k)`` tensor.
+        operation: the map, applied along ``dim=2`` of a float64 ``(1, 1, L, k)`` tensor, for any
+            window length ``L``, ``ceil(L / step)`` outputs.
         reach: ``(first, last)`` outputs to the ``(start, stop)`` samples they depend on (clipped
             to the axis here); a sample outside it must not reach them.
+        step: input samples per output.
 
     Returns:
         float64 blocks covering outputs ``0 .. n_out - 1``.
@@ -56,9 +65,12 @@ def impulse_blocks(
         last = min(first + OUTPUTS_PER_BLOCK, n_out) - 1
         start, stop = reach(first, last)
         start, stop = max(start, 0), min(stop, n_in)
-        impulses = torch.zeros(1, 1, n_in, stop - start, dtype=torch.float64)
-        impulses[0, 0, start + torch.arange(stop - start), torch.arange(stop - start)] = 1.0
-        blocks.append(AxisBlock(first, start, operation(impulses)[0, 0, first : last + 1].contiguous()))
+        low = max(0, start - step) // step * step  # a step's margin: every pass keeps at least 3 samples
+        high = min(n_in, stop + step)
+        impulses = torch.zeros(1, 1, high - low, stop - start, dtype=torch.float64)
+        impulses[0, 0, start - low + torch.arange(stop - start), torch.arange(stop - start)] = 1.0
+        outputs = operation(impulses)[0, 0, first - low // step : last - low // step + 1]
+        blocks.append(AxisBlock(first, start, outputs.clone()))  # a copy: not a view of the whole response
     return tuple(blocks)
 
 

@@ -183,7 +183,12 @@ def band_pair(p: torch.Tensor, r: torch.Tensor, level: int, max_level: int, path
     band = laplacian_residual(base, 0, max_level - level)
     if not fast or level == max_level:
         return band
-    # A flat image's band is exactly 0 on the reference path; the products' rounding leaves noise there.
-    noise = base.flatten(1).abs().amax(dim=1) * (256 * torch.finfo(dtype).eps)
-    band[band.flatten(1).abs().amax(dim=1) <= noise] = 0
+    # A flat image's band is exactly 0 on the reference path, where the products' rounding leaves noise of a
+    # few rounding units: bands that small are checked against their image, and zeroed if it is flat.
+    noise = base.flatten(1).abs().amax(dim=1) * (64 * torch.finfo(dtype).eps)
+    for i in (band.flatten(1).abs().amax(dim=1) <= noise).nonzero().flatten().tolist():
+        image = p[i] if i < b else r[i - b]
+        luma = to_gray(as_compute(image[None], dtype))
+        if bool(luma.amin() == luma.amax()):
+            band[i] = 0
     return band

@@ -45,7 +45,9 @@ def down_blocks(n: int, depth: int, dtype: torch.dtype = torch.float64) -> tuple
             impulses = pyr_down_axis(impulses, 2)
         return impulses
 
-    return impulse_blocks(n, -(-n // step), steps, lambda first, last: (step * first - half, step * last + half + 1))
+    return impulse_blocks(
+        n, -(-n // step), steps, lambda first, last: (step * first - half, step * last + half + 1), step
+    )
 
 
 def down_rows(x: torch.Tensor, depth: int = 1) -> torch.Tensor:

@@ -214,3 +214,19 @@ def test_user_layout_uint8_channels_last_scores_as_the_reference(pairs, path):
     # a channels-last float batch and a uint8 pred against a float ref score the same
     np.testing.assert_allclose(lassim(p.float() / 255, r.float() / 255, path=path).numpy(), expected, atol=1e-6)
     np.testing.assert_allclose(lassim(p, r.float() / 255, path=path).numpy(), expected, atol=1e-6)
+
+
+def test_a_faint_detail_is_not_taken_for_a_flat_image():
+    """A white image with one pixel a grey level darker (a band far below the image's values) against a
+    plain white one: scored as the reference does, not as two flat images (1.0); flat pairs score 1."""
+    white = np.full((256, 256), 255, np.uint8)
+    dotted = white.copy()
+    dotted[100, 100] = 254
+    expected = reference_lassim(white, dotted, 3)
+    assert expected < 0.9
+    pair = [torch.from_numpy(a)[None, None] for a in (white, dotted)]
+    assert fast_path_applies(*pair, 3)
+    assert float(lassim(*pair, level=3)) == pytest.approx(expected, abs=2e-3)  # float32 on a band of 1e-5
+    assert float(lassim(*[t.double() for t in pair], level=3)) == pytest.approx(expected, abs=1e-12)
+    flat = torch.full((2, 3, 64, 64), 0.7)
+    assert lassim(flat, torch.full_like(flat, 0.3), level=2).tolist() == [1.0, 1.0]

@@ -1,7 +1,7 @@
-"""The fast path's pyrDown passes (depthwise convolutions, CPU float32) against OpenCV and float64.
+"""The fast path's Gaussian levels (banded matrix products per axis, CPU) against OpenCV and the reference steps.
 
 Tolerance: float32 results within 1e-6 of OpenCV's float64 pyrDown on [0, 1] data (their own
-rounding is about 1e-7).
+rounding is about 1e-7); float64 within 1e-15 of the reference steps, 1e-12 of OpenCV.
 """
 
 from __future__ import annotations
@@ -77,19 +77,49 @@ def test_pyr_down_keeps_gradients_for_the_loss():
     assert x.grad is not None and x.grad.shape == x.shape
 
 
+@pytest.fixture
+def fresh_blocks():
+    """The block cache emptied before and after a test that changes the block size."""
+    down_blocks.cache_clear()
+    yield
+    down_blocks.cache_clear()
+
+
 @pytest.mark.parametrize("per_block", [1, 3, 16, 10**6], ids=["1", "3", "16", "one block"])
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("size", [(49, 50), (50, 51), (64, 97), (131, 200)])
-def test_blocks_of_any_size_equal_the_reference_steps(monkeypatch, per_block, depth, size):
+def test_blocks_of_any_size_equal_the_reference_steps(monkeypatch, fresh_blocks, per_block, depth, size):
     """Gaussian levels by blocks of 1, 3, 16 outputs and the whole axis as one block: every size parity,
     three depths, in float32 and float64, against the reference steps level by level."""
     monkeypatch.setattr(axis_maps, "OUTPUTS_PER_BLOCK", per_block)
-    down_blocks.cache_clear()
     x = _images((2, 1, *size), seed=depth + size[0])
     expected = _level_per_channel(x, depth)
     torch.testing.assert_close(gaussian_level(x.float(), depth).double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(gaussian_level(x, depth), expected, rtol=0, atol=1e-15)
-    down_blocks.cache_clear()
+
+
+@pytest.mark.parametrize(("n", "depth"), [(700, 3), (1001, 1), (1500, 5), (333, 2)])
+def test_blocks_of_long_axes_equal_the_whole_axis_map(n, depth):
+    """Blocks are built on windows of the axis: on long axes they still equal the reference steps run on
+    the whole axis (the full identity), interior and both ends."""
+    exact = torch.eye(n, dtype=torch.float64).view(1, 1, n, n)
+    for _ in range(depth):
+        exact = pyr_down_axis(exact, 2)
+    whole = torch.zeros_like(exact[0, 0])
+    for b in down_blocks(n, depth):
+        rows, cols = b.weights.shape
+        whole[b.first_output : b.first_output + rows, b.first_sample : b.first_sample + cols] = b.weights
+    torch.testing.assert_close(whole, exact[0, 0], rtol=0, atol=0)
+
+
+def test_long_images_match_opencv_level_by_level():
+    """Three OpenCV pyrDowns of a 60x1500 image (many interior blocks along the columns) against the level."""
+    x = _images((1, 1, 60, 1500), seed=4)
+    expected = x[0, 0].numpy()
+    for _ in range(3):
+        expected = cv2.pyrDown(expected)
+    np.testing.assert_allclose(gaussian_level(x, 3)[0, 0].numpy(), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gaussian_level(x.float(), 3)[0, 0].double().numpy(), expected, rtol=0, atol=1e-6)
 
 
 def test_blocks_hold_the_whole_map():
