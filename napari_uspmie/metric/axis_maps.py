@@ -1,6 +1,6 @@
 """Banded linear maps along one image axis, as matrix products on blocks of outputs.
 
-Filtering, decimating or upsampling an axis is a linear map whose outputs each depend on a few
+Filtering and decimating an axis is a linear map whose outputs each depend on a few
 neighbouring samples. Applied as shifted views of the data, it costs a pass over memory and an
 operator call per tap, and on a CPU the calls' fixed cost dominates for the small images of a
 pyramid's coarse levels. Here the map is cut into blocks of :data:`OUTPUTS_PER_BLOCK` outputs, each
@@ -21,7 +21,7 @@ import torch
 __all__ = ["OUTPUTS_PER_BLOCK", "AxisBlock", "impulse_blocks", "cast_blocks", "apply_blocks"]
 
 #: Outputs per block: fewer means fewer multiply-adds outside the taps' reach, more means fewer
-#: calls; 16 was fastest on images of 64 to 1024 samples a side.
+#: calls; of 4, 8, 16 and 64, 16 was the fastest or within 20% of it on axes of 272 to 1024 samples.
 OUTPUTS_PER_BLOCK = 16
 
 
