@@ -42,8 +42,12 @@ PIECE_BYTES = 2**24
 PathChoice = Literal["auto", "reference", "fast"]
 
 
-def to_gray(x: torch.Tensor) -> torch.Tensor:
+def to_gray(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 3, ...)`` RGB to ``(B, 1, ...)`` luma with skimage's weights; 1 channel passes.
+
+    Args:
+        x: the batch.
+        out: optional contiguous ``(B, 1, ...)`` tensor to write an RGB batch's luma into (no gradients).
 
     Raises:
         ValueError: neither 1 nor 3 channels.
@@ -54,6 +58,9 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected 1 (gray) or 3 (RGB) channels, got {x.shape[1]}.")
     # A (3,) @ (B, 3, N) product reads the image once: several times faster than a tensordot.
     weights = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
+    if out is not None:
+        torch.matmul(weights, x.flatten(2), out=out.view(x.shape[0], -1))
+        return out
     return torch.matmul(weights, x.flatten(2)).view(x.shape[0], 1, *x.shape[2:])
 
 
@@ -125,8 +132,7 @@ def _luma_into(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor) -> None:
     if is_interleaved_rgb(x):
         interleaved_luma(x, dtype, out=out)
         return
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=x.device)
-    torch.matmul(weights, as_compute(x, dtype).flatten(2), out=out.view(x.shape[0], -1))
+    to_gray(as_compute(x, dtype), out=out)
 
 
 def _level(x: torch.Tensor, level: int, fast: bool) -> torch.Tensor:
