@@ -25,7 +25,7 @@ import torch
 from benchmarks.bench_enhance import MODELS, bench_device, can_compile, make_network, network_bench_parser
 from benchmarks.pages import call_size_page, call_size_row, command, write_page
 from benchmarks.timing import time_calls
-from napari_uspmie.inference.enhancer import compile_network
+from napari_uspmie.inference.compilation import compile_network
 from napari_uspmie.inference.inferer import pixels_per_call
 
 # (model, image side, images in the batch)

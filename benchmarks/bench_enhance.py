@@ -6,7 +6,9 @@ For the shipped generator (grey, ngf 16, 6 residual blocks) and the paper's (RGB
 * the baselines: ``network(x)`` in fp32 under ``no_grad`` on a ready [-1, 1] tensor, ``batch``
   images per call, results back on the CPU; and the same one image (slice) per call;
 * ``Enhancer().enhance``, every setting at its default: numpy in, numpy out (intensity window and
-  back, layout, padding, batching of slices, tiling), eager network;
+  back, layout, padding, batching of slices, tiling); on the CPU the network runs from its compiled
+  library in the per-user cache (:mod:`napari_uspmie.inference.compiled_cache`), built into a fresh
+  cache before timing, as the first run on a machine builds it in the background (quick mode: eager);
 * ``Enhancer(compile=True).enhance``: the network through ``torch.compile`` (Inductor, frozen
   weights; on CPU 3x3 convolutions of 128 channels or more by Winograd F(4x4, 3x3)), ``batch``
   images per call; its first call per shape compiles and is reported apart;
@@ -31,8 +33,10 @@ import argparse
 import contextlib
 import copy
 import functools
+import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +49,9 @@ from benchmarks.machine import PeakMemory, cpu_family, matmul_gflops
 from benchmarks.pages import command, enhance_page, enhance_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
-from napari_uspmie.inference.enhancer import Enhancer, compile_network
+from napari_uspmie.inference.compilation import compile_network
+from napari_uspmie.inference.compiled_cache import artifact_key, artifact_path, build_artifact
+from napari_uspmie.inference.enhancer import Enhancer
 from napari_uspmie.inference.precision import autocast_for, cpu_has_fast_bf16
 from napari_uspmie.inference.winograd import to_winograd
 from napari_uspmie.models.networks import ResnetGenerator
@@ -104,13 +110,34 @@ def can_compile(device: torch.device) -> bool:
     return device.type == "cuda" or shutil.which("g++") is not None
 
 
-def bench_model(model: str, cases: list, device: torch.device, repeats: int, peaks: dict[str, float]) -> list[dict]:
+def use_fresh_cache() -> Path:
+    """Point the compiled-library cache at a new empty folder (the user's own is left alone) and switch it on."""
+    folder = Path(tempfile.mkdtemp(prefix="uspmie-bench-cache-"))
+    os.environ["NAPARI_USPMIE_CACHE_DIR"] = str(folder)
+    os.environ["NAPARI_USPMIE_COMPILED_CACHE"] = "on"
+    return folder
+
+
+def build_cached_library(net: torch.nn.Module, architecture: dict, folder: Path) -> float:
+    """Build ``net``'s library into the cache as the background build would; its seconds."""
+    weights = folder / "weights.pt"
+    torch.save({"generator_ab": net.state_dict(), "network_def_kwargs": architecture}, weights)
+    start = time.perf_counter()
+    build_artifact(weights, artifact_path(artifact_key(net, architecture)))
+    return time.perf_counter() - start
+
+
+def bench_model(
+    model: str, cases: list, device: torch.device, repeats: int, peaks: dict[str, float], cache: Path | None = None
+) -> list[dict]:
     """Every case of one model: the baselines (eager in the case's batches and one slice at a time), the
-    enhancer eager, compiled (eager again without a compiler) and, where ``peaks`` has a bfloat16 figure
-    (bfloat16 hardware), compiled in bfloat16."""
+    enhancer at its defaults (from the compiled library built into ``cache`` first, when given), compiled
+    (eager again without a compiler) and, where ``peaks`` has a bfloat16 figure (bfloat16 hardware),
+    compiled in bfloat16."""
     net = make_network(model).to(device)
     channels = MODELS[model]["in_channels"]
-    default_enh = Enhancer(net, device=device)  # every setting at its default
+    cache_build = build_cached_library(net, MODELS[model], cache) if cache is not None else None
+    default_enh = Enhancer(net, device=device, architecture=MODELS[model])  # every setting at its default
     compiled = can_compile(device)
     compiled_enh = Enhancer(copy.deepcopy(net), device=device, tile_size=1024, batch_size=8, compile=compiled)
     with_bf16 = "bfloat16" in peaks
@@ -152,6 +179,7 @@ def bench_model(model: str, cases: list, device: torch.device, repeats: int, pea
         # What the compiled network runs: Winograd layers do fewer multiplications than the direct count.
         executed = conv_flops(compiled_enh.compiled_from, (images, channels, side, side))
         row = {"model": model, "case": label, "images": images, "first_call": first_call, "diff": diff}
+        row["cache_build_s"] = cache_build
         if with_bf16:
             row |= {"bf16_diff_max": float(bf16_diff.max()), "bf16_diff_mean": float(bf16_diff.mean())}
             row |= {"peak_bf16": peaks["bfloat16"]}
@@ -268,9 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     if with_bf16:
         peaks["bfloat16"] = matmul_gflops(device.type, n=side, dtype=torch.bfloat16)
     print(", ".join(f"matmul {v:.0f} GFLOP/s {k}" for k, v in peaks.items()), flush=True)
+    # The default path's compiled library takes minutes to build: not in quick mode (CI), not on GPUs.
+    cache = use_fresh_cache() if not args.quick and device.type == "cpu" and can_compile(device) else None
+    if cache is None:
+        os.environ["NAPARI_USPMIE_COMPILED_CACHE"] = "off"
     rows, trial_rows = [], []
     for model, model_cases in cases.items():
-        rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peaks)
+        rows += bench_model(model, model_cases, device, 1 if args.quick else 3, peaks, cache)
         trial_rows += trials(model, device, 1 if args.quick else 4, not args.quick and can_compile(device), with_bf16)
     text = enhance_page(
         rows,
@@ -289,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         "trials": trial_rows,
     }
     write_page(Path(args.out) / args.page, text, summary)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     print(f"wrote {Path(args.out) / args.page}")
     return 0
 

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from skimage import data
 
+# Enhancers would otherwise start building compiled libraries in the background (minutes of CPU
+# each, into the user's cache); tests of the cache switch it on for themselves.
+os.environ["NAPARI_USPMIE_COMPILED_CACHE"] = "off"
+
 
 @pytest.fixture(scope="session")
 def retina() -> np.ndarray:

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["running_bundle_root", "renamed_setting"]
+__all__ = ["running_bundle_root", "renamed_setting", "flag"]
 
 
 def running_bundle_root() -> str:
@@ -63,3 +63,32 @@ def renamed_setting(new_id: str, new_value: Any, old_id: str, old_value: Any) ->
         stacklevel=2,
     )
     return old_value
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def flag(name: str, value: Any) -> bool:
+    """A yes/no bundle setting as a bool, whether the config or the command line gave it.
+
+    ``python -m monai.bundle run --amp false`` passes the *string* ``"false"``, which Python takes
+    as true; the configs read their yes/no settings through this.
+
+    Args:
+        name: the setting's id, for the message.
+        value: a bool, or a string or number meaning one (true/false, yes/no, on/off, 1/0).
+
+    Raises:
+        SettingError: any other value.
+    """
+    from napari_uspmie.errors import SettingError
+
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingError(f"{name} must be true or false, got {value!r}; pass e.g. --{name} true.")

@@ -110,19 +110,27 @@ def load_network(
     enough even for another width or depth than ``network_def``. A missing file leaves
     ``network_def`` as initialised (config checks do not need weights; :func:`prepare_run`
     refuses to run without them). With ``compile`` the network comes back through
-    :func:`napari_uspmie.inference.enhancer.compile_network`.
+    :func:`napari_uspmie.inference.compilation.compile_network`; without it, on a CPU, from its
+    cached compiled library when there is one (:mod:`napari_uspmie.inference.compiled_cache`, as
+    the Python API's default path).
     """
+    import torch
+
     from napari_uspmie.inference.checkpoint import load_generator
-    from napari_uspmie.inference.enhancer import compile_network
+    from napari_uspmie.inference.compilation import compile_network
+    from napari_uspmie.inference.compiled_cache import cached_runner
 
     path = Path(ckpt_path)
+    architecture: dict[str, Any] = {}
     if not path.is_file():
         logger.warning("%s: no weights; the network keeps its initial values.", path)
         net = network_def
     else:
-        net, _ = load_generator(path)
+        net, architecture = load_generator(path)
     net = net.to(device).eval()
-    return compile_network(net, bf16=bf16) if compile else net
+    if compile:
+        return compile_network(net, bf16=bf16)
+    return cached_runner(net, architecture, torch.device(device), bf16=bf16)
 
 
 def prepare_run(

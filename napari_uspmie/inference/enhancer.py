@@ -31,9 +31,10 @@ from torch import nn
 from napari_uspmie.errors import CheckpointError, DeviceError
 from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
-from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
+from napari_uspmie.inference.compilation import compile_layers, compile_network
+from napari_uspmie.inference.compiled_cache import CompiledGenerator, cached_runner
 from napari_uspmie.inference.geometry import resample_factors, resampled_enhancement
-from napari_uspmie.inference.inferer import EnhancementInferer, mark_compiled
+from napari_uspmie.inference.inferer import DEFAULT_MARGIN, EnhancementInferer
 from napari_uspmie.inference.pipeline import (
     check_values,
     colour_channels,
@@ -44,14 +45,19 @@ from napari_uspmie.inference.pipeline import (
 )
 from napari_uspmie.inference.precision import cpu_has_fast_bf16
 from napari_uspmie.inference.scope import ModelScope, check_scope, read_metadata
-from napari_uspmie.inference.winograd import WINOGRAD_MIN_CHANNELS, to_winograd
 from napari_uspmie.io.intensity import DEFAULT_PERCENTILES, IntensityMap
 from napari_uspmie.metric.structure_check import StructureThresholds
 
-__all__ = ["Enhancer", "compile_layers", "compile_network", "load_enhancer", "pick_device", "bundle_settings"]
+__all__ = ["Enhancer", "load_enhancer", "pick_device", "bundle_settings"]
 
 #: bundle settings the enhancer takes from ``inference.json``: the id now -> the id it replaced
-_SETTINGS = {"tile_size": "roi_size", "overlap": None, "batch_size": "sw_batch_size", "percentiles": None}
+_SETTINGS = {
+    "tile_size": "roi_size",
+    "overlap": None,
+    "batch_size": "sw_batch_size",
+    "percentiles": None,
+    "margin": None,
+}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -113,53 +119,6 @@ def bundle_settings(bundle_dir: Path | None) -> dict[str, Any]:
     return out
 
 
-def compile_layers(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
-    """The eager module :func:`compile_network` compiles: ``network``, or a copy with faster CPU layers.
-
-    Args:
-        network: a module in evaluation mode (a TorchScript module is returned as it is).
-        fast_layers: rewrite layers for float32 CPU inference: 3x3 stride-1 convolutions of at least
-            ``WINOGRAD_MIN_CHANNELS`` channels by Winograd F(4x4, 3x3)
-            (:mod:`napari_uspmie.inference.winograd`; 4x fewer multiplications) and
-            convolutions to one output channel as depthwise + sum
-            (:mod:`napari_uspmie.inference.depthwise_sum`); results within a few 1e-5. ``None``: on when the
-            network's weights are on the CPU (cuDNN picks its own algorithms) and it will not run
-            under bfloat16 autocast (Winograd's transforms need float32 precision).
-        bf16: the network will run under bfloat16 autocast.
-
-    Returns:
-        A rewritten copy, or ``network`` itself when no layer is rewritten.
-    """
-    if isinstance(network, torch.jit.ScriptModule):
-        return network
-    if fast_layers is None:
-        fast_layers = not bf16 and all(p.device.type == "cpu" for p in network.parameters())
-    return to_depthwise_sum(to_winograd(network, WINOGRAD_MIN_CHANNELS)) if fast_layers else network
-
-
-def compile_network(network: nn.Module, fast_layers: bool | None = None, bf16: bool = False) -> nn.Module:
-    """``torch.compile`` for inference: static shapes, weights frozen into the graph as constants.
-
-    Freezing lets Inductor pre-pack the convolution weights (oneDNN on CPU) and fuse the
-    instance norms, ReLUs and paddings around them; it assumes the weights no longer change.
-    Each new input shape compiles anew; past ``torch._dynamo.config.recompile_limit`` shapes
-    (8 by default, counted per process) further shapes run eager, with the same results.
-
-    Args:
-        network: a module in evaluation mode; a TorchScript module is returned as it is (it has
-            its own optimising compiler).
-        fast_layers, bf16: as for :func:`compile_layers`, which prepares the module compiled.
-
-    Returns:
-        The compiled module (attributes such as ``in_channels`` still read through); the
-        network passed in is left as it is.
-    """
-    if isinstance(network, torch.jit.ScriptModule):
-        return network
-    layers = compile_layers(network, fast_layers, bf16)
-    return mark_compiled(torch.compile(layers, dynamic=False, options={"freezing": True}))
-
-
 class Enhancer:
     """A loaded generator plus the settings to run it on numpy images.
 
@@ -170,6 +129,8 @@ class Enhancer:
         overlap: window overlap fraction.
         batch_size: slices or windows per network call.
         percentiles: intensity window for non-8-bit data.
+        margin: pixels of reflected image around each slice in the network, cropped off after, so
+            that the generator's edge marks fall outside the image; 0: none.
         amp: float16 autocast on CUDA.
         bf16: bfloat16 autocast on CPU and CUDA, for speed (opt-in): outputs differ from float32
             by a few thousandths of the [-1, 1] range; without bf16 hardware (AMX or AVX-512 BF16)
@@ -182,6 +143,11 @@ class Enhancer:
             ``docs/benchmarks.md``);
             results agree with eager fp32 to about 5e-5. Off by default: a one-off enhancement
             would spend longer compiling.
+        cache_compiled: on the CPU in float32, run the generator's compiled library from the per-user
+            cache when there is one (shapes stay dynamic; results agree with eager to about 1e-5), and
+            build it in a background process when there is not
+            (:mod:`napari_uspmie.inference.compiled_cache`; needs ``architecture``). The first run on
+            a machine runs eagerly; ``NAPARI_USPMIE_COMPILED_CACHE=off`` turns the cache off everywhere.
         scope: what the model was trained on (modality, channels, pixel size); inputs outside it
             are refused unless allowed, and slices of known pixel size are enhanced at the model's.
             Default: unknown (nothing refused or resampled).
@@ -196,10 +162,12 @@ class Enhancer:
         overlap: float = 0.25,
         batch_size: int = 4,
         percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        margin: int = DEFAULT_MARGIN,
         amp: bool = True,
         bf16: bool = False,
         architecture: dict[str, Any] | None = None,
         compile: bool = False,
+        cache_compiled: bool = True,
         scope: ModelScope | None = None,
         structure_thresholds: StructureThresholds | None = None,
     ) -> None:
@@ -209,13 +177,21 @@ class Enhancer:
         self.network = network.to(self.device).eval()
         self.compile = bool(compile)
         self.bf16 = bool(bf16)
+        self.architecture = dict(architecture or {})
         #: the eager module behind ``runner`` (layers rewritten when compiled for the CPU): torch's
         #: compiled wrapper keeps it only under a private name
         self.compiled_from = compile_layers(self.network, bf16=self.bf16) if self.compile else self.network
-        #: what runs: ``network``, or with ``compile`` its compiled form
-        self.runner = compile_network(self.compiled_from, fast_layers=False) if self.compile else self.network
+        #: what runs: with ``compile`` the network compiled in this process; else its cached compiled
+        #: library when ``cache_compiled`` finds one; else ``network``
+        if self.compile:
+            self.runner = compile_network(self.compiled_from, fast_layers=False)
+        elif cache_compiled:
+            self.runner = cached_runner(self.network, self.architecture, self.device, bf16=self.bf16)
+        else:
+            self.runner = self.network
         self.tile_size, self.overlap, self.batch_size = int(tile_size), float(overlap), int(batch_size)
         self.percentiles = tuple(percentiles)
+        self.margin = int(margin)
         self.amp = amp
         if self.bf16 and self.device.type == "cpu" and not cpu_has_fast_bf16():
             warnings.warn(
@@ -223,12 +199,12 @@ class Enhancer:
                 "slower than float32; leave bf16 off on this machine.",
                 stacklevel=2,
             )
-        self.architecture = dict(architecture or {})
         self.in_channels, self.out_channels = network_channels(network)
 
     def __repr__(self) -> str:
         name = self.architecture or type(self.network).__name__
-        options = (", bf16" if self.bf16 else "") + (", compiled" if self.compile else "")
+        cached = isinstance(self.runner, CompiledGenerator)
+        options = (", bf16" if self.bf16 else "") + (", compiled" if self.compile else ", cached compiled" * cached)
         return f"Enhancer({name}, device={self.device}, tile={self.tile_size}{options})"
 
     def enhance(
@@ -303,6 +279,7 @@ class Enhancer:
         inferer = EnhancementInferer(
             tile_size=tile_size or self.tile_size,
             overlap=self.overlap,
+            margin=self.margin,
             batch_size=batch_size or self.batch_size,
             device=self.device,
             amp=self.amp,

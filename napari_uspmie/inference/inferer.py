@@ -44,7 +44,15 @@ from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers
 from napari_uspmie.inference.precision import autocast_for
 from napari_uspmie.metric.cpu_share import shared_core_threads
 
-__all__ = ["EnhancementInferer", "pad_for_network", "pixels_per_call", "mark_compiled", "is_marked_compiled"]
+__all__ = [
+    "EnhancementInferer",
+    "DEFAULT_MARGIN",
+    "add_margin",
+    "pad_for_network",
+    "pixels_per_call",
+    "mark_compiled",
+    "is_marked_compiled",
+]
 
 ProgressFn = Callable[[int, int], Any]
 
@@ -102,7 +110,7 @@ def pixels_per_call(network: nn.Module | Callable[..., torch.Tensor], device: to
     return max(128 * 128, min(MAX_PIXELS, budget // per_pixel))
 
 
-#: attribute :func:`napari_uspmie.inference.enhancer.compile_network` sets on what it compiles
+#: attribute :func:`napari_uspmie.inference.compilation.compile_network` sets on what it compiles
 COMPILED_MARK = "uspmie_compiled"
 
 
@@ -133,6 +141,24 @@ def pad_for_network(x: torch.Tensor, multiple: int = 4, min_size: int = 16) -> t
     return F.pad(x, (0, tw - w, 0, th - h), mode=mode), (h, w)
 
 
+#: pixels of reflected image the product puts around each slice in the network (see :func:`add_margin`)
+DEFAULT_MARGIN = 16
+
+
+def add_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """Reflect ``(N, C, H, W)`` by ``margin`` pixels on every side (replicate where the image is too small).
+
+    Generators trained on random crops mark the edges of what they are given (dark or bright
+    lines, blotches in the corners); with a margin those edges fall outside the image and are
+    cropped away.
+    """
+    if margin <= 0:
+        return x
+    h, w = x.shape[-2:]
+    mode = "reflect" if margin < h and margin < w else "replicate"
+    return F.pad(x, (margin, margin, margin, margin), mode=mode)
+
+
 def _windows(size: int, roi: int, overlap: float) -> int:
     """Windows along one axis, as MONAI's ``dense_patch_slices`` counts them."""
     if roi >= size:
@@ -158,6 +184,8 @@ class EnhancementInferer(Inferer):
         bf16: bfloat16 autocast on CPU and CUDA (takes precedence over ``amp``).
         progress: ``progress(done, total)``; returning ``False`` cancels.
         cancel: object with ``is_set()``; when set, the next step cancels.
+        margin: pixels of reflected image around each slice while it goes through the network,
+            cropped off after (:func:`add_margin`); 0: none.
         stream: run large slices layer by layer when the network allows it (whole-slice result);
             ``False`` tiles them with a sliding window, each window normalised on its own (the
             paper's code has no tiling). Streaming needs the eager network, not a compiled one.
@@ -177,6 +205,7 @@ class EnhancementInferer(Inferer):
         progress: ProgressFn | None = None,
         cancel: Any = None,
         stream: bool = True,
+        margin: int = 0,
     ) -> None:
         super().__init__()
         if tile_size < 16 or tile_size % 4:
@@ -195,9 +224,18 @@ class EnhancementInferer(Inferer):
         self.progress = progress
         self.cancel = cancel
         self.stream = bool(stream)
+        if margin < 0:
+            raise SettingError(f"margin must be 0 or more pixels, got {margin}.")
+        self.margin = int(margin)
+
+    def network_size(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+        """``(H, W)`` of the slices of an input of this shape as the network gets them (margin and padding)."""
+        h, w = (max(16, math.ceil((s + 2 * self.margin) / 4) * 4) for s in shape[-2:])
+        return h, w
 
     def tiles(self, shape: torch.Size | tuple[int, ...]) -> bool:
-        """Whether slices of an input of this shape are tiled (larger than ``tile_size`` once padded)."""
+        """Whether slices of an input of this shape are tiled or streamed (larger than ``tile_size`` once
+        padded to a multiple of 4; the margin does not count)."""
         h, w = (max(16, math.ceil(s / 4) * 4) for s in shape[-2:])
         return h > self.tile_size or w > self.tile_size
 
@@ -208,7 +246,7 @@ class EnhancementInferer(Inferer):
         network) convolution layers of streamed slices.
         """
         n = math.prod(shape[:1] + tuple(shape[2:-2]))
-        h, w = (max(16, math.ceil(s / 4) * 4) for s in shape[-2:])
+        h, w = self.network_size(shape)
         if not self.tiles(shape):
             return n
         if layers:
@@ -283,7 +321,9 @@ class EnhancementInferer(Inferer):
         net = network
         if isinstance(network, nn.Module) and network_channels(network)[0] != c:
             net = ChannelAdapter(network, c)
-        xp, (h, w) = pad_for_network(x)
+        h, w = x.shape[-2:]
+        m = self.margin
+        xp, _ = pad_for_network(add_margin(x, m))
         hp, wp = xp.shape[-2:]
         device = self.device or x.device
         limit = self.max_pixels or pixels_per_call(network, device)
@@ -291,7 +331,7 @@ class EnhancementInferer(Inferer):
         total, done = self.steps(shape, convolution_layers(network) if streamed else 0), 0
         out: torch.Tensor | None = None
         self._check(done, total)
-        if hp <= self.tile_size and wp <= self.tile_size:
+        if not self.tiles(shape):
             batch = self.images_per_call(hp * wp, limit)
             for start in range(0, xp.shape[0], batch):
                 y = self._forward(net, xp[start : start + batch], device).to(x.device)
@@ -335,4 +375,4 @@ class EnhancementInferer(Inferer):
                     )
                 )
             out = torch.cat(results)
-        return out[..., :h, :w]
+        return out[..., m : m + h, m : m + w]

@@ -30,6 +30,7 @@ import torch
 from scipy import ndimage
 
 from napari_uspmie.inference.checkpoint import load_generator
+from napari_uspmie.inference.inferer import DEFAULT_MARGIN, add_margin, pad_for_network
 from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_problems
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.metric.checkerboard import checkerboard_index
@@ -69,13 +70,13 @@ METRICS = (
 
 @torch.no_grad()
 def enhance_slice(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Run a generator on a ``[0, 1]`` slice: scale to ``[-1, 1]``, reflect-pad to a multiple of 4, crop back."""
+    """Run a generator on a ``[0, 1]`` slice as the product does: scale to ``[-1, 1]``, reflect the
+    product's margin around it (``DEFAULT_MARGIN``), pad to a multiple of 4, crop back."""
     h, w = image.shape
-    ph, pw = (-h) % 4, (-w) % 4
+    m = DEFAULT_MARGIN
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) * 2 - 1)[None, None]
-    if ph or pw:
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-    y = net(x)[0, 0, :h, :w].numpy()
+    x, _ = pad_for_network(add_margin(x, m))
+    y = net(x)[0, 0, m : m + h, m : m + w].numpy()
     return np.clip((y.astype(np.float64) + 1) / 2, 0, 1)
 
 

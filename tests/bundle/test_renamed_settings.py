@@ -72,3 +72,29 @@ def test_roi_size_on_a_real_run_tiles_like_tile_size(tmp_path):
     new_way = enhanced("new", tile_size=32)
     np.testing.assert_array_equal(old_way, new_way)
     assert np.abs(old_way.astype(int) - enhanced("whole").astype(int)).max() <= 1
+
+
+TRAIN = bundle_path() / "configs" / "train.json"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("False", False), ("on", True), ("0", False)])
+def test_yes_no_settings_typed_on_the_command_line_are_bools(config_workflow, text, expected):
+    """``--residual false`` arrives as the string "false", which Python would take as true."""
+    kwargs = parsed(config_workflow, TRAIN, "generator_kwargs", residual=text)
+    assert kwargs["residual"] is expected
+    assert parsed(config_workflow, TRAIN, "network_def", residual=text).residual is expected
+    inferer = parsed(config_workflow, INFERENCE, "inferer", bf16=text, amp=text)
+    assert inferer.bf16 is expected and inferer.amp is expected
+
+
+def test_a_yes_no_setting_that_is_neither_is_refused_by_name(config_workflow):
+    from napari_uspmie.errors import SettingError
+
+    with pytest.raises(RuntimeError) as failure:  # MONAI wraps what a config expression raises
+        parsed(config_workflow, TRAIN, "generator_kwargs", residual="maybe")
+    causes, error = [], failure.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__
+    refusal = [e for e in causes if isinstance(e, SettingError)]
+    assert refusal and "residual must be true or false, got 'maybe'" in str(refusal[0])

@@ -18,8 +18,9 @@ from napari_uspmie import lassim, load_enhancer
 from napari_uspmie.errors import CheckpointError, EnhancementCancelled, InvalidImageError
 from napari_uspmie.inference.channels import ChannelAdapter
 from napari_uspmie.inference.checkpoint import infer_architecture
+from napari_uspmie.inference.compilation import compile_layers, compile_network
 from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
-from napari_uspmie.inference.enhancer import Enhancer, compile_layers, compile_network, pick_device
+from napari_uspmie.inference.enhancer import Enhancer, pick_device
 from napari_uspmie.inference.inferer import MAX_PIXELS, EnhancementInferer, pixels_per_call
 from napari_uspmie.inference.layer_stream import convolution_layers
 from napari_uspmie.inference.precision import autocast_for, cpu_bf16_flags
