@@ -207,7 +207,7 @@ def start_build(network: nn.Module, architecture: dict[str, Any], key: str) -> s
     if _lock_is_stale(lock):
         lock.unlink(missing_ok=True)
     try:
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return None
     with os.fdopen(descriptor, "w") as f:
