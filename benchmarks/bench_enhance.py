@@ -50,7 +50,7 @@ from benchmarks.pages import command, enhance_page, enhance_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
 from napari_uspmie.inference.compilation import compile_network
-from napari_uspmie.inference.compiled_cache import artifact_key, artifact_path, build_artifact
+from napari_uspmie.inference.compiled_cache import artifact_key, artifact_path, build_artifact, save_build_source
 from napari_uspmie.inference.enhancer import Enhancer
 from napari_uspmie.inference.precision import autocast_for, cpu_has_fast_bf16
 from napari_uspmie.inference.winograd import to_winograd
@@ -121,7 +121,7 @@ def use_fresh_cache() -> Path:
 def build_cached_library(net: torch.nn.Module, architecture: dict, folder: Path) -> float:
     """Build ``net``'s library into the cache as the background build would; its seconds."""
     weights = folder / "weights.pt"
-    torch.save({"generator_ab": net.state_dict(), "network_def_kwargs": architecture}, weights)
+    save_build_source(net, architecture, weights)
     start = time.perf_counter()
     build_artifact(weights, artifact_path(artifact_key(net, architecture)))
     return time.perf_counter() - start

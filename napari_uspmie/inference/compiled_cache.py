@@ -43,6 +43,7 @@ from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.compilation import compile_layers
 from napari_uspmie.inference.inferer import mark_compiled
+from napari_uspmie.inference.precision import cpu_flags
 from napari_uspmie.io.atomic import staged_output
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "cache_enabled",
     "artifact_key",
     "artifact_path",
+    "save_build_source",
     "build_artifact",
     "start_build",
     "cached_runner",
@@ -85,17 +87,6 @@ def cache_enabled() -> bool:
     return os.environ.get("NAPARI_USPMIE_COMPILED_CACHE", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return " ".join(sorted(line.partition(":")[2].split()))
-    return platform.processor()
-
-
 def artifact_key(network: nn.Module, architecture: dict[str, Any]) -> str:
     """The cache key of ``network``: a hash of its weights, architecture and the machine it runs on.
 
@@ -112,7 +103,7 @@ def artifact_key(network: nn.Module, architecture: dict[str, Any]) -> str:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "cpu": _cpu_flags(),
+        "cpu": " ".join(sorted(cpu_flags())) or platform.processor(),
     }
     digest.update(json.dumps(context, sort_keys=True, default=str).encode())
     for name, tensor in sorted(network.state_dict().items()):
@@ -124,6 +115,12 @@ def artifact_key(network: nn.Module, architecture: dict[str, Any]) -> str:
 def artifact_path(key: str) -> Path:
     """Where the compiled library of ``key`` lives (it may not exist yet)."""
     return cache_dir() / f"{key}.pt2"
+
+
+def save_build_source(network: nn.Module, architecture: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``network``'s weights and architecture where :func:`build_artifact` reads them."""
+    with staged_output(path, overwrite=True) as tmp:
+        torch.save({"generator_ab": network.state_dict(), "network_def_kwargs": dict(architecture)}, tmp)
 
 
 def build_artifact(weights: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -213,8 +210,7 @@ def start_build(network: nn.Module, architecture: dict[str, Any], key: str) -> s
     with os.fdopen(descriptor, "w") as f:
         f.write(f"{os.getpid()} {time.time():.0f}\n")
     source = library.with_suffix(".weights.pt")
-    with staged_output(source, overwrite=True) as tmp:
-        torch.save({"generator_ab": network.state_dict(), "network_def_kwargs": dict(architecture)}, tmp)
+    save_build_source(network, architecture, source)
     command = [sys.executable, "-m", "napari_uspmie.inference.compiled_cache", str(source), str(library)]
     with open(library.with_suffix(".log"), "w") as log:
         process = subprocess.Popen(

@@ -18,12 +18,31 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the flag probe stays importable without torch (the napari widget asks it early)
     import torch
 
-__all__ = ["autocast_for", "cpu_bf16_flags", "cpu_has_fast_bf16"]
+__all__ = ["autocast_for", "cpu_flags", "cpu_bf16_flags", "cpu_has_fast_bf16"]
 
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @functools.lru_cache(maxsize=4)
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux reports them.
+
+    Args:
+        cpuinfo: Linux's CPU description file.
+
+    Returns:
+        The flags of the first CPU listed; empty where the file is missing (macOS, Windows).
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     """The CPU's bfloat16 instruction-set flags (``amx_bf16``, ``avx512_bf16``).
 
@@ -33,15 +52,7 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     Returns:
         The flags present, in that order; empty where the file is missing (macOS, Windows).
     """
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break
+    flags = cpu_flags(cpuinfo)
     return tuple(f for f in _BF16_FLAGS if f in flags)
 
 
