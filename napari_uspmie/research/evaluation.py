@@ -6,7 +6,8 @@ For each case (a: our degradation, b: an unseen degradation family, c: clean inp
 * **SSIM / PSNR to clean** (intensities in ``[0, 1]``; SSIM with a 7 x 7 uniform window);
 * **LaSSIM(out, clean)** and **LaSSIM(in, clean)** at level :data:`LEVEL`: structure restored
   rather than invented; ``clean up`` is the share of slices where the output beats the input;
-* **LaSSIM(in, out)** at levels 1, 2 and 3: how much of the input's structure the output kept;
+* **LaSSIM(in, out)** at levels 1, 2 and 3: how much of the input's structure the output kept,
+  and at level 1 in the worst region (:func:`~napari_uspmie.metric.structure_check.local_lassim`);
 * **checkerboard index** of output and input (period 4); ``grid ratio`` is output / input, with
   inputs below :data:`~napari_uspmie.metric.structure_check.CHECKERBOARD_FLOOR` counted at it;
 * **dark-area change**: relative change of the share of head pixels darker than 30% of the
@@ -35,7 +36,7 @@ from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_probl
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, ssim_map
-from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, noise_level
+from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, local_lassim, noise_level
 from napari_uspmie.research.evaluation_cases import CASES, case_inputs, out_of_scope_inputs
 from napari_uspmie.research.niqe import NIQEModel
 
@@ -61,6 +62,7 @@ METRICS = (
     "lassim_in_out_1",
     "lassim_in_out_2",
     "lassim_in_out_3",
+    "lassim_local_1",
     "checker_in",
     "checker_out",
     "dark_change",
@@ -116,6 +118,7 @@ def slice_metrics(output: np.ndarray, inp: np.ndarray, clean: np.ndarray, niqe_m
         "lassim_out_clean": lassim(output, clean, level=LEVEL),
         "lassim_in_clean": lassim(inp, clean, level=LEVEL),
         **{f"lassim_in_out_{k}": lassim(output, inp, level=k) for k in (1, 2, 3)},
+        "lassim_local_1": float(local_lassim(output[None, None], inp[None, None], 1)[0]),
         "checker_in": float(checkerboard_index(inp)),
         "checker_out": float(checkerboard_index(output)),
         "noise_in": float(noise_level(inp[None, None])[0]),
@@ -192,6 +195,7 @@ def summarize(result: dict) -> list[dict]:
                 s[key] = float(np.nanmean(vals)) if np.any(np.isfinite(vals)) else float("nan")
             ratios = [r["checker_out"] / max(r["checker_in"], CHECKERBOARD_FLOOR) for r in ms]
             s["grid_ratio_max"] = float(np.max(ratios))
+            s["lassim_local_1_min"] = float(np.min([r["lassim_local_1"] for r in ms]))
             s["grid_ok"] = _share([q <= 1.5 for q in ratios])
             s["ssim_up"] = _share([r["ssim"] > base[(case, r["name"])]["ssim"] for r in ms])
             s["clean_up"] = _share([r["lassim_out_clean"] >= r["lassim_in_clean"] for r in ms])
@@ -274,11 +278,13 @@ def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> st
         f"LaSSIM to clean at Laplacian level {level}; LaSSIM(in, out) at levels 1/2/3. Means over slices; "
         "SSIM up / clean up: share of slices where the output beats the input (SSIM, LaSSIM to clean); "
         "grid ratio: checkerboard index output / input (worst slice); dark: share of slices whose dark-area "
-        "fraction changed by at most 15%. NIQE: lower is better.",
+        "fraction changed by at most 15%. NIQE: lower is better. Worst region: LaSSIM(in, out) at level 1 "
+        "of each slice's worst region (16 x 16 pixels), mean / lowest over slices: a local loss the slice's "
+        "score averages away.",
         "",
         "| case | method | n | SSIM | PSNR | SSIM up | LaSSIM(out, clean) | LaSSIM(in, clean) | clean up "
-        "| LaSSIM(in, out) L1/L2/L3 | grid ratio max | dark ok | NIQE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| LaSSIM(in, out) L1/L2/L3 | worst region | grid ratio max | dark ok | NIQE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         inp = s["method"] == INPUT
@@ -288,7 +294,8 @@ def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> st
             f"| {s['case']} | {s['method']} | {s['n']} | {s['ssim']:.3f} | {s['psnr']:.2f} | {up} | "
             f"{s['lassim_out_clean']:.3f} | {s['lassim_in_clean']:.3f} | {clean_up} | "
             f"{s['lassim_in_out_1']:.3f} / {s['lassim_in_out_2']:.3f} / {s['lassim_in_out_3']:.3f} | "
-            f"{s['grid_ratio_max']:.2f} | {100 * s['dark_ok']:.0f}% | {s['niqe']:.2f} |"
+            f"{s['lassim_local_1']:.3f} / {s['lassim_local_1_min']:.3f} | {s['grid_ratio_max']:.2f} | "
+            f"{100 * s['dark_ok']:.0f}% | {s['niqe']:.2f} |"
         )
     lines += ["", "| d: out-of-scope input | refused | reason |", "|---|---|---|"]
     for r in result.get("out_of_scope", []):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_uspmie.metric.structure_check import StructureThresholds, check_structure, noise_level
+from napari_uspmie.metric.lassim import lassim
+from napari_uspmie.metric.structure_check import StructureThresholds, check_structure, local_lassim, noise_level
 from tests.io_factories import mni_slices
 
 
@@ -106,3 +107,29 @@ def test_thresholds_by_input_noise_hold_clean_slices_to_more(brains):
     falling = {"min_lassim": {"1": 0.3}, "by_noise": [{"noise_below": 0.02, "min_lassim": {"1": 0.9}}] * 2}
     with pytest.raises(ValueError, match="noise bands must rise"):
         StructureThresholds.from_metadata({"structure_thresholds": falling})
+
+
+def test_local_lassim_finds_a_blob_the_slice_score_averages_away(brains):
+    """A dark blob over one region (a ventricle grown into tissue) barely moves the slice's LaSSIM,
+    while the worst region's score drops; identity scores 1 everywhere."""
+    image = brains[:1]
+    blob = image.copy()
+    h, w = image.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    inside = (yy - h // 2) ** 2 + (xx - w // 2) ** 2 < 8**2
+    blob[0, 0][inside] = ndimage.gaussian_filter(image[0, 0], 1)[inside] * 0.1
+    for level in (1, 2):
+        same = local_lassim(image, image, level)
+        assert same.shape == (1,) and same[0] == pytest.approx(1.0)
+        whole = lassim(blob[0, 0], image[0, 0], level=level)
+        local = local_lassim(blob, image, level)[0]
+        assert whole > 0.85 and local < whole - 0.2, (level, whole, local)
+
+
+def test_local_lassim_of_a_band_smaller_than_a_region_is_the_score(brains):
+    small = brains[:2, :, :40, :40]
+    rng = np.random.default_rng(0)
+    noisy = small + rng.normal(0, 8, small.shape)
+    local = local_lassim(noisy, small, 2)
+    expected = [lassim(noisy[i, 0], small[i, 0], level=2) for i in range(2)]
+    np.testing.assert_allclose(local, expected, rtol=1e-6)

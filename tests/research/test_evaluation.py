@@ -52,6 +52,10 @@ def test_dark_area_change_sees_enlarged_ventricles():
     large = head * (((yy - 48) ** 2 + (xx - 48) ** 2) >= 12**2)  # four times its area
     assert slice_metrics(large, small, small, None)["dark_change"] == pytest.approx(3.0, rel=0.2)
     assert slice_metrics(small, small, small, None)["dark_change"] == 0.0
+    # the grown ventricle is one region of the slice: its worst region shows it more than the slice
+    grown = slice_metrics(large, small, small, None)
+    assert grown["lassim_local_1"] < grown["lassim_in_out_1"] - 0.1
+    assert slice_metrics(small, small, small, None)["lassim_local_1"] == pytest.approx(1.0)
 
 
 def test_evaluate_cases_and_targets_on_real_heldout_data(dataset):
