@@ -34,7 +34,8 @@ from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.compilation import compile_layers, compile_network
 from napari_uspmie.inference.compiled_cache import CompiledGenerator, cached_runner
 from napari_uspmie.inference.geometry import resample_factors, resampled_enhancement
-from napari_uspmie.inference.inferer import DEFAULT_MARGIN, EnhancementInferer
+from napari_uspmie.inference.inferer import EnhancementInferer
+from napari_uspmie.inference.margin import DEFAULT_MARGIN
 from napari_uspmie.inference.pipeline import (
     check_values,
     colour_channels,
@@ -129,7 +130,8 @@ class Enhancer:
         overlap: window overlap fraction.
         batch_size: slices or windows per network call.
         percentiles: intensity window for non-8-bit data.
-        margin: pixels of reflected image around each slice in the network, cropped off after, so
+        margin: pixels of context around each slice in the network (reflected, or a frame of the
+            slice's minimum where its field of view cuts through the anatomy), cropped off after, so
             that the generator's edge marks fall outside the image; 0: none.
         amp: float16 autocast on CUDA.
         bf16: bfloat16 autocast on CPU and CUDA, for speed (opt-in): outputs differ from float32

@@ -41,13 +41,12 @@ from napari_uspmie.errors import EnhancementCancelled, SettingError
 from napari_uspmie.inference.channels import ChannelAdapter, network_channels
 from napari_uspmie.inference.geometry import resample_factors_of, resampled_enhancement
 from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
+from napari_uspmie.inference.margin import add_margin
 from napari_uspmie.inference.precision import autocast_for
 from napari_uspmie.metric.cpu_share import shared_core_threads
 
 __all__ = [
     "EnhancementInferer",
-    "DEFAULT_MARGIN",
-    "add_margin",
     "pad_for_network",
     "pixels_per_call",
     "mark_compiled",
@@ -141,24 +140,6 @@ def pad_for_network(x: torch.Tensor, multiple: int = 4, min_size: int = 16) -> t
     return F.pad(x, (0, tw - w, 0, th - h), mode=mode), (h, w)
 
 
-#: pixels of reflected image the product puts around each slice in the network (see :func:`add_margin`)
-DEFAULT_MARGIN = 16
-
-
-def add_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
-    """Reflect ``(N, C, H, W)`` by ``margin`` pixels on every side (replicate where the image is too small).
-
-    Generators trained on random crops mark the edges of what they are given (dark or bright
-    lines, blotches in the corners); with a margin those edges fall outside the image and are
-    cropped away.
-    """
-    if margin <= 0:
-        return x
-    h, w = x.shape[-2:]
-    mode = "reflect" if margin < h and margin < w else "replicate"
-    return F.pad(x, (margin, margin, margin, margin), mode=mode)
-
-
 def _windows(size: int, roi: int, overlap: float) -> int:
     """Windows along one axis, as MONAI's ``dense_patch_slices`` counts them."""
     if roi >= size:
@@ -184,8 +165,9 @@ class EnhancementInferer(Inferer):
         bf16: bfloat16 autocast on CPU and CUDA (takes precedence over ``amp``).
         progress: ``progress(done, total)``; returning ``False`` cancels.
         cancel: object with ``is_set()``; when set, the next step cancels.
-        margin: pixels of reflected image around each slice while it goes through the network,
-            cropped off after (:func:`add_margin`); 0: none.
+        margin: pixels of context (reflected, or a frame where the field of view cuts through the
+            anatomy) around each slice while it goes through the network, cropped off after
+            (:func:`napari_uspmie.inference.margin.add_margin`); 0: none.
         stream: run large slices layer by layer when the network allows it (whole-slice result);
             ``False`` tiles them with a sliding window, each window normalised on its own (the
             paper's code has no tiling). Streaming needs the eager network, not a compiled one.

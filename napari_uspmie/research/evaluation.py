@@ -31,7 +31,8 @@ import torch
 from scipy import ndimage
 
 from napari_uspmie.inference.checkpoint import load_generator
-from napari_uspmie.inference.inferer import DEFAULT_MARGIN, add_margin, pad_for_network
+from napari_uspmie.inference.inferer import pad_for_network
+from napari_uspmie.inference.margin import DEFAULT_MARGIN, add_margin
 from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_problems
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.metric.checkerboard import checkerboard_index
@@ -72,8 +73,8 @@ METRICS = (
 
 @torch.no_grad()
 def enhance_slice(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Run a generator on a ``[0, 1]`` slice as the product does: scale to ``[-1, 1]``, reflect the
-    product's margin around it (``DEFAULT_MARGIN``), pad to a multiple of 4, crop back."""
+    """Run a generator on a ``[0, 1]`` slice as the product does: scale to ``[-1, 1]``, put the
+    product's margin around it (``DEFAULT_MARGIN``, :func:`add_margin`), pad to a multiple of 4, crop back."""
     h, w = image.shape
     m = DEFAULT_MARGIN
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) * 2 - 1)[None, None]

@@ -1,16 +1,20 @@
-"""The inference margin: reflected image around each slice in the network, cropped off after, so that
-the marks a generator draws at the edges of what it is given fall outside the image."""
+"""The inference margin: context around each slice in the network, cropped off after, so that the
+marks a generator draws at the edges of what it is given fall outside the image. A slice with
+background at its border is reflected; one whose field of view cuts through the anatomy is
+framed by its own minimum."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from napari_uspmie.errors import SettingError
 from napari_uspmie.inference.enhancer import Enhancer, load_enhancer
-from napari_uspmie.inference.inferer import DEFAULT_MARGIN, EnhancementInferer, add_margin
+from napari_uspmie.inference.inferer import EnhancementInferer
+from napari_uspmie.inference.margin import DEFAULT_MARGIN, add_margin, border_tissue_share
 
 
 def edge_marking_network() -> nn.Module:
@@ -30,21 +34,53 @@ def test_a_margin_keeps_the_edge_marks_out_of_the_image(shape):
     torch.testing.assert_close(with_margin, flat, rtol=0, atol=1e-6)
 
 
-def test_add_margin_reflects_and_falls_back_on_tiny_images():
-    x = torch.arange(12.0).reshape(1, 1, 3, 4)
-    padded = add_margin(x, 2)
-    assert padded.shape == (1, 1, 7, 8)
-    torch.testing.assert_close(padded[..., 2:5, 2:6], x)
-    assert padded[0, 0, 2, 0] == x[0, 0, 0, 2]  # reflected about the edge pixel
+def head(size: int) -> torch.Tensor:
+    """A ``(1, 1, size, size)`` head in [-1, 1]: tissue (0.4) in air (-1), a dark ventricle (-0.6), noise."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(yy, xx)
+    image = np.where(r < 0.4 * size, 0.4, -1.0) + np.where(r < 0.1 * size, -1.0, 0.0)
+    image += np.random.default_rng(size).normal(0, 0.02, image.shape)
+    return torch.from_numpy(image).float()[None, None]
+
+
+def test_a_slice_with_background_at_its_border_is_reflected_and_tiny_ones_replicated():
+    x = head(48)
+    assert border_tissue_share(x).item() == 0
+    torch.testing.assert_close(add_margin(x, 4), F.pad(x, (4, 4, 4, 4), mode="reflect"))
     tiny = add_margin(torch.ones(1, 1, 2, 2), 4)  # reflection needs more pixels: replicated
     assert tiny.shape == (1, 1, 10, 10) and bool((tiny == 1).all())
+    assert border_tissue_share(torch.ones(1, 1, 8, 8)).item() == 0  # flat: nothing to tell apart
     assert add_margin(x, 0) is x
     with pytest.raises(SettingError, match="margin"):
         EnhancementInferer(margin=-1)
 
 
+def test_a_field_of_view_through_the_anatomy_is_framed_by_its_minimum():
+    inside = head(96)[..., 28:68, 30:70]  # tissue all round the border, the ventricle in the middle
+    assert border_tissue_share(inside).item() == 1
+    framed = add_margin(inside, 6)
+    assert framed.shape == (1, 1, 52, 52)
+    torch.testing.assert_close(framed[..., 6:-6, 6:-6], inside)
+    frame = framed.clone()
+    frame[..., 6:-6, 6:-6] = float("nan")
+    assert bool((frame[~frame.isnan()] == inside.min()).all())
+
+
+def test_framing_is_decided_per_image_with_each_channel_minimum():
+    whole, inside = head(40), head(80)[..., 20:60, 20:60]
+    batch = torch.cat([whole, inside]).repeat(1, 3, 1, 1) + torch.tensor([0.0, 0.1, -0.2])[None, :, None, None]
+    padded = add_margin(batch, 3)
+    torch.testing.assert_close(padded[:1], F.pad(batch[:1], (3, 3, 3, 3), mode="reflect"))
+    lowest = batch[1].amin(dim=(1, 2))
+    torch.testing.assert_close(padded[1, :, 0, 0], lowest)
+    torch.testing.assert_close(padded[1, :, -1, 20], lowest)
+    torch.testing.assert_close(padded[1, :, 3:-3, 3:-3], batch[1])
+
+
 def test_the_enhancer_and_the_shipped_bundle_use_the_margin():
-    image = (np.random.default_rng(0).random((30, 44)) * 255).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    image = np.full((30, 44), 30, np.uint8)  # air at the border: reflected
+    image[4:-4, 4:-4] = rng.integers(60, 256, (22, 36))
     marked = Enhancer(edge_marking_network(), device="cpu", cache_compiled=False, margin=0)
     kept = Enhancer(edge_marking_network(), device="cpu", cache_compiled=False, margin=4)
     reflected = nn.functional.pad(torch.from_numpy(image / 127.5 - 1)[None, None].float(), (4,) * 4, mode="reflect")
@@ -52,5 +88,11 @@ def test_the_enhancer_and_the_shipped_bundle_use_the_margin():
     expected = np.clip(np.rint((direct[0, 0].detach().numpy() + 1) * 127.5), 0, 255)
     np.testing.assert_allclose(kept.enhance(image), expected, atol=1)
     assert np.abs(marked.enhance(image).astype(int) - expected).max() > 20  # the edges differ without it
+    cut = image[6:-6, 6:-6]  # tissue at the border: framed by its minimum
+    lowest = cut.min() / 127.5 - 1
+    framed = nn.functional.pad(torch.from_numpy(cut / 127.5 - 1)[None, None].float(), (4,) * 4, value=lowest)
+    direct = edge_marking_network()(framed)[..., 4:-4, 4:-4]
+    expected = np.clip(np.rint((direct[0, 0].detach().numpy() + 1) * 127.5), 0, 255)
+    np.testing.assert_allclose(kept.enhance(np.ascontiguousarray(cut)), expected, atol=1)
     assert load_enhancer(device="cpu").margin == DEFAULT_MARGIN == 16  # the bundle's configs/inference.json too
     assert Enhancer(edge_marking_network(), device="cpu").margin == DEFAULT_MARGIN
