@@ -292,7 +292,9 @@ class Enhancer:
 
         def run(t: torch.Tensor) -> torch.Tensor:
             # large slices are streamed layer by layer, which walks the eager network's layers
-            return inferer(t, self.network if inferer.tiles(t.shape) else self.runner)
+            network = self.network if inferer.tiles(t.shape) else self.runner
+            # given as one volume, so that its slices share their margin's context
+            return inferer(t.permute(1, 0, 2, 3)[None], network)[0].permute(1, 0, 2, 3)
 
         y = resampled_enhancement(x, factors, run).numpy().transpose(0, 2, 3, 1)
         return from_slices(restore_values(y, work, mapping, keep_range, channel_axis=-1), layout)

@@ -288,24 +288,25 @@ class EnhancementInferer(Inferer):
         shape = inputs.shape
         c = shape[1]
         x = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+        group = shape[2] if x.ndim == 5 else 1  # a volume's slices share their margin's context
         if x.ndim == 5:  # slices into the batch
             x = x.permute(0, 2, 1, 3, 4).reshape(-1, c, *shape[-2:])
         factors = resample_factors_of(inputs)
         with shared_core_threads(self.device or x.device):
-            out = resampled_enhancement(x.float(), factors, lambda t: self._slices(t, network))
+            out = resampled_enhancement(x.float(), factors, lambda t: self._slices(t, network, group))
         if len(shape) == 5:
             out = out.reshape(shape[0], shape[2], out.shape[1], *shape[-2:]).permute(0, 2, 1, 3, 4)
         return out.contiguous()
 
-    def _slices(self, x: torch.Tensor, network: Callable[..., torch.Tensor]) -> torch.Tensor:
-        """Enhance ``(N, C, H, W)`` slices: whole, streamed or in windows."""
+    def _slices(self, x: torch.Tensor, network: Callable[..., torch.Tensor], group: int = 1) -> torch.Tensor:
+        """Enhance ``(N, C, H, W)`` slices (volumes of ``group`` consecutive slices): whole, streamed or in windows."""
         shape, c = x.shape, x.shape[1]
         net = network
         if isinstance(network, nn.Module) and network_channels(network)[0] != c:
             net = ChannelAdapter(network, c)
         h, w = x.shape[-2:]
         m = self.margin
-        xp, _ = pad_for_network(add_margin(x, m))
+        xp, _ = pad_for_network(add_margin(x, m, group))
         hp, wp = xp.shape[-2:]
         device = self.device or x.device
         limit = self.max_pixels or pixels_per_call(network, device)

@@ -5,16 +5,20 @@ blotches in the corners); with a margin those edges fall outside the image. What
 margin matters too, because every instance norm of the generator takes its statistics over the
 whole input:
 
-* a slice with background at its border (a whole head in air) is **reflected**, which continues
+* an image with background at its border (a whole head in air) is **reflected**, which continues
   the background as it is (noise, haze and all);
-* a slice whose field of view cuts through the anatomy (most of its border is tissue) is
-  **framed** by its own minimum instead. Reflected, it would become a field of tissue with no
+* an image whose field of view cuts through the anatomy (most of its border is tissue) is
+  **framed** by its minimum instead. Reflected, it would become a field of tissue with no
   background at all, unlike every slice the model was trained on, and the shipped model then
   draws dark blobs over tissue and grows the ventricles; framed, it sees what it learned, anatomy
   surrounded by the darkest signal of the image.
 
-Conventions: ``(N, C, H, W)`` tensors, each image decided on its own; "tissue" is a border pixel
-(channel mean) above ``TISSUE_LEVEL`` of the way from the image's 1st to its 99th percentile.
+Conventions: ``(N, C, H, W)`` slices in consecutive groups of ``group`` (the slices of one
+volume; 1 for independent images). Each group is decided once, so that neighbouring slices of a
+volume never get different context, and framed by its per-channel minimum. "Tissue" is a border
+pixel (mean over channels) above ``TISSUE_LEVEL`` of the way from the group's 1st to its 99th
+percentile (taken on an even sample of each slice): the empty end slices of a head in air
+count as background, as their noise sits far below the volume's tissue.
 """
 
 from __future__ import annotations
@@ -30,48 +34,72 @@ __all__ = ["DEFAULT_MARGIN", "TISSUE_LEVEL", "FRAMED_BORDER_SHARE", "border_tiss
 DEFAULT_MARGIN = 16
 #: a border pixel is tissue above this fraction of the way from the 1st to the 99th percentile
 TISSUE_LEVEL = 0.2
-#: images whose border is tissue for more than this share are framed, not reflected
+#: groups whose border is tissue for more than this share are framed, not reflected
 FRAMED_BORDER_SHARE = 0.5
-#: about this many pixels per image (an even grid of them) go into its percentiles
+#: about this many pixels per slice (an even grid of them) go into the percentiles
 _PERCENTILE_SAMPLE = 4096
+#: at most this many sampled pixels per group (slices are skipped evenly beyond)
+_GROUP_SAMPLE = 2**18
 _BORDER = 2
 
 
-def border_tissue_share(x: torch.Tensor) -> torch.Tensor:
-    """Share of each image's outer 2-pixel ring that is tissue (module docstring).
+def _groups(x: torch.Tensor, group: int) -> int:
+    if group < 1 or x.shape[0] % group:
+        raise ValueError(f"{x.shape[0]} slices do not split into groups of {group}.")
+    return x.shape[0] // group
+
+
+def border_tissue_share(x: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """Share of the outer 2-pixel rings of each group of slices that is tissue (module docstring).
 
     Args:
-        x: ``(N, C, H, W)`` images, any range.
+        x: ``(N, C, H, W)`` slices, any range.
+        group: consecutive slices decided together (``N`` must be a multiple).
 
     Returns:
-        ``(N,)`` float tensor in ``[0, 1]``; 0 for flat images (no tissue can be told apart).
+        ``(N // group,)`` float tensor in ``[0, 1]``; 0 for flat groups (no tissue can be told apart).
+
+    Raises:
+        ValueError: ``N`` is not a multiple of ``group``.
     """
+    n = _groups(x, group)
     h, w = x.shape[-2:]
     step = max(1, math.isqrt(h * w // _PERCENTILE_SAMPLE))
-    sample = x[..., ::step, ::step].float().mean(dim=1).flatten(1)
+    sample = x[..., ::step, ::step].float().mean(dim=1).reshape(n, group, -1)
+    every = max(1, math.ceil(group * sample.shape[-1] / _GROUP_SAMPLE))
+    sample = sample[:, ::every].reshape(n, -1)
     lo, hi = torch.quantile(sample, torch.tensor([0.01, 0.99], device=x.device), dim=1)
     b = min(_BORDER, h, w)
     strips = [x[..., :b, :], x[..., -b:, :], x[..., :, :b], x[..., :, -b:]]
-    border = torch.cat([t.flatten(2) for t in strips], dim=2).float().mean(dim=1)
+    border = torch.cat([t.flatten(2) for t in strips], dim=2).float().mean(dim=1).reshape(n, -1)
     tissue = (border > (lo + TISSUE_LEVEL * (hi - lo))[:, None]).float().mean(dim=1)
     return torch.where(hi > lo, tissue, torch.zeros_like(tissue))
 
 
-def add_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
-    """Put ``margin`` pixels of context around ``(N, C, H, W)`` images: reflected, or framed by the
-    image's per-channel minimum where its field of view cuts through the anatomy (module docstring).
+def add_margin(x: torch.Tensor, margin: int, group: int = 1) -> torch.Tensor:
+    """Put ``margin`` pixels of context around ``(N, C, H, W)`` slices: reflected, or framed by the
+    group's per-channel minimum where its field of view cuts through the anatomy (module docstring).
 
-    Images too small to reflect are replicated. ``margin`` 0 returns ``x`` itself.
+    Args:
+        x: the slices; not modified.
+        margin: pixels on every side; 0 returns ``x`` itself.
+        group: consecutive slices of one volume, decided and framed together.
+
+    Images too small to reflect are replicated.
     """
     if margin <= 0:
         return x
     h, w = x.shape[-2:]
     mode = "reflect" if margin < h and margin < w else "replicate"
     padded = F.pad(x, (margin, margin, margin, margin), mode=mode)
-    framed = border_tissue_share(x) > FRAMED_BORDER_SHARE
+    if x.shape[0] == 0:
+        return padded
+    framed = border_tissue_share(x, group) > FRAMED_BORDER_SHARE
     if bool(framed.any()):
-        lowest = x.amin(dim=(2, 3), keepdim=True)
-        chosen = framed[:, None, None, None]
+        n, c = _groups(x, group), x.shape[1]
+        lowest = x.amin(dim=(2, 3)).reshape(n, group, c).amin(dim=1)
+        lowest = lowest.repeat_interleave(group, dim=0)[:, :, None, None]
+        chosen = framed.repeat_interleave(group)[:, None, None, None]
         m = margin
         for strip in (padded[..., :m, :], padded[..., -m:, :], padded[..., :, :m], padded[..., :, -m:]):
             strip.copy_(torch.where(chosen, lowest, strip))

@@ -96,3 +96,34 @@ def test_the_enhancer_and_the_shipped_bundle_use_the_margin():
     np.testing.assert_allclose(kept.enhance(np.ascontiguousarray(cut)), expected, atol=1)
     assert load_enhancer(device="cpu").margin == DEFAULT_MARGIN == 16  # the bundle's configs/inference.json too
     assert Enhancer(edge_marking_network(), device="cpu").margin == DEFAULT_MARGIN
+
+
+def test_a_volume_is_decided_once_and_framed_by_its_own_minimum():
+    air = -1 + torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(0)) * 0.05  # an empty end slice
+    head_in_air = torch.cat([air, head(48), head(48)])
+    alone = add_margin(head_in_air, 4)  # judged on its own, the noise of the empty slice looks like tissue
+    assert bool((alone[0, 0, :4] == air.min()).all())
+    together = add_margin(head_in_air, 4, group=3)
+    torch.testing.assert_close(together, F.pad(head_in_air, (4, 4, 4, 4), mode="reflect"))
+    cut = torch.cat([head(96)[..., 28:68, 30:70], head(96)[..., 29:69, 30:70] + 0.1])
+    framed = add_margin(cut, 4, group=2)
+    assert bool((framed[:, :, :4] == cut.min()).all())  # one frame for the volume: its minimum
+    volume = head_in_air.permute(1, 0, 2, 3)[None]  # (B, C, D, H, W): the inferer's volumes
+    out = EnhancementInferer(tile_size=64, margin=4)(volume, edge_marking_network())
+    direct = edge_marking_network()(F.pad(head_in_air, (4, 4, 4, 4), mode="reflect"))[..., 4:-4, 4:-4]
+    torch.testing.assert_close(out[0].permute(1, 0, 2, 3), direct)
+    with pytest.raises(ValueError, match="groups of 2"):
+        add_margin(head_in_air, 4, group=2)
+
+
+def test_the_enhancer_gives_the_slices_of_a_volume_one_context():
+    rng = np.random.default_rng(1)
+    volume = np.full((3, 30, 44), 30, np.uint8)
+    volume[1:, 4:-4, 4:-4] = rng.integers(60, 256, (2, 22, 36))
+    volume[0] = rng.integers(25, 36, (30, 44))  # an empty end slice: noise, which alone would be framed
+    enhancer = Enhancer(edge_marking_network(), device="cpu", cache_compiled=False, margin=4)
+    x = torch.from_numpy(volume / 127.5 - 1).float()[:, None]
+    assert border_tissue_share(x[:1]).item() > 0.5 and border_tissue_share(x, group=3).item() < 0.5
+    direct = edge_marking_network()(nn.functional.pad(x, (4,) * 4, mode="reflect"))[:, 0, 4:-4, 4:-4]
+    expected = np.clip(np.rint((direct.detach().numpy() + 1) * 127.5), 0, 255)
+    np.testing.assert_allclose(enhancer.enhance(volume), expected, atol=1)
