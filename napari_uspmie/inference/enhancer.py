@@ -131,8 +131,8 @@ class Enhancer:
         batch_size: slices or windows per network call.
         percentiles: intensity window for non-8-bit data.
         margin: pixels of context around each slice in the network (reflected, or a frame of the
-            slice's minimum where its field of view cuts through the anatomy), cropped off after, so
-            that the generator's edge marks fall outside the image; 0: none.
+            minimum where the field of view cuts through the anatomy, decided once per volume),
+            cropped off after, so that the generator's edge marks fall outside the image; 0: none.
         amp: float16 autocast on CUDA.
         bf16: bfloat16 autocast on CPU and CUDA, for speed (opt-in): outputs differ from float32
             by a few thousandths of the [-1, 1] range; without bf16 hardware (AMX or AVX-512 BF16)
