@@ -2,7 +2,7 @@
 
 Sources (all offline, read from installed packages):
 
-* **MNI152 2009a T1 template** (nilearn, 197 x 233 x 189, 1 mm): the training subject. Its axial,
+* **MNI152 2009a T1 template** (nilearn, 197 x 233 x 189, 1 mm): the main training subject. Its axial,
   coronal and sagittal slices that contain brain are cut into blocks of :data:`BLOCK` neighbouring
   slices. Every fifth block is **held out** (never trained on), and :data:`GUARD` slices on each side
   of a held-out block are dropped so that near-identical neighbours cannot leak into training. The
@@ -18,6 +18,11 @@ Sources (all offline, read from installed packages):
   Domain A is then degraded by :func:`_degrade_training`: :mod:`napari_uspmie.research.degradation_families`
   leaves a fraction clean and another mildly degraded, so that the generator learns to leave good
   images alone; :data:`ACQUISITION_SHARE` of the full draws use the acquisition model instead.
+* **Real training scans** (:mod:`napari_uspmie.research.training_subjects`): dipy's b0 scan and
+  nibabel's EPI scan. Their acquired slices alternate, in
+  blocks, between ``A`` and ``B`` like the template's (never held out: the held-out subjects are
+  other scans), get the same appearance draws (more of them, so that real noise floors and T2
+  contrasts make up about a third of training) and the same domain-A degradations.
 * **Held-out subjects**, whole volumes never used for training, resampled to 1 mm: nibabel's
   ``tests/data/anatomical.nii`` (a 2 mm T1), and when dipy is installed its ``aniso_vox.nii.gz``
   (a 4 x 4 x 5 mm T1) and ``t1_coronal_slice.npy`` (a 256 x 256 T1 slice).
@@ -54,7 +59,15 @@ from scipy import ndimage
 from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import apply_acquisition, degrade_volume, sample_params
 from napari_uspmie.research.appearance import DRAWS, vary_appearance
-from napari_uspmie.research.degradation_families import random_degradation
+from napari_uspmie.research.degradation_families import match_brightness, random_degradation
+from napari_uspmie.research.training_subjects import (
+    SUBJECT_DRAWS_FACTOR,
+    TRAINING_SUBJECTS,
+    installed_subjects,
+    load_axial_slices,
+    split_subject_slices,
+    unit_scale,
+)
 
 __all__ = [
     "BLOCK",
@@ -86,13 +99,6 @@ ORIENTATIONS = ("axial", "coronal", "sagittal")
 ACQUISITION_SHARE = 0.4
 
 
-def _unit(volume: np.ndarray) -> np.ndarray:
-    """Scale to ``[0, 1]``: 0 stays 0, the 99.5th percentile of positive voxels becomes 1."""
-    v = np.clip(np.asarray(volume, dtype=np.float64), 0, None)
-    top = np.percentile(v[v > 0], 99.5) if np.any(v > 0) else 1.0
-    return np.clip(v / top, 0, 1)
-
-
 def load_unit_volume(path: Path, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Load a NIfTI, reorient to RAS, resample to ``spacing`` mm isotropic (linear), scale to ``[0, 1]``.
 
@@ -108,7 +114,7 @@ def load_unit_volume(path: Path, spacing: float = 1.0) -> tuple[np.ndarray, np.n
         data = ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True)
     affine = img.affine.copy()
     affine[:3, :3] = affine[:3, :3] / factors
-    return _unit(data).astype(np.float32), affine
+    return unit_scale(data).astype(np.float32), affine
 
 
 def _orientation_axis(orientation: str) -> int:
@@ -175,12 +181,14 @@ def _degrade(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[n
 
 
 def _degrade_training(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[np.ndarray, dict]:
-    """One domain-A draw: clean, mild, or full (randomised families or the acquisition model)."""
+    """One domain-A draw: clean, mild, or full (randomised families or the acquisition model), its
+    bright tissue then scaled back to the clean image's (:func:`match_brightness`)."""
     rng = np.random.default_rng([*seed_seq, 11])
     degraded, record = random_degradation(image, rng)
     if record["level"] == "full" and rng.uniform() < ACQUISITION_SHARE:
         degraded, params = _degrade(image, seed_seq, severity)
         record = {"level": "full", "families": ["acquisition"], **params}
+    degraded, record["brightness_gain"] = match_brightness(degraded, image)
     return degraded, record
 
 
@@ -195,7 +203,7 @@ def _write_slice(
     vary: bool,
     manifest: dict,
 ) -> None:
-    """Write one MNI slice of ``part`` (``A``, ``B`` or ``heldout``) and record its draws."""
+    """Write one slice (template or real scan) to ``part`` (``A``, ``B``, ``heldout``); record its draws."""
     clean = template
     if part != "heldout" and vary:
         # Draw 0 keeps the seed stream of a single-draw dataset; further draws get their own.
@@ -221,6 +229,7 @@ def build_mri_dataset(
     volumes: Sequence[str] | None = None,
     vary: bool = True,
     draws: int = DRAWS,
+    subjects: Sequence[str] | None = None,
 ) -> dict:
     """Write the unpaired training set and the held-out evaluation data (see the module docstring).
 
@@ -234,7 +243,11 @@ def build_mri_dataset(
             :data:`HELD_OUT_2D`); ``None`` writes all that are installed.
         vary: give each training slice an appearance draw (:func:`vary_appearance`); ``False``
             trains on the template as it is.
-        draws: appearance draws written per training slice (each a separate file).
+        draws: appearance draws written per training slice (each a separate file); the real scans'
+            slices get :data:`~napari_uspmie.research.training_subjects.SUBJECT_DRAWS_FACTOR` times as many.
+        subjects: names of the real training scans to use (keys of
+            :data:`~napari_uspmie.research.training_subjects.TRAINING_SUBJECTS`); ``None`` uses all
+            that are installed, ``()`` trains on the template alone.
 
     Returns:
         The manifest (also written to ``manifest.json``).
@@ -248,6 +261,8 @@ def build_mri_dataset(
     unknown |= wanted - set(HELD_OUT_VOLUMES) - set(HELD_OUT_2D)
     if unknown:
         raise ValueError(f"unknown orientation or held-out subject: {sorted(unknown)}.")
+    if subjects is not None and set(subjects) - set(TRAINING_SUBJECTS):
+        raise ValueError(f"unknown training subject: {sorted(set(subjects) - set(TRAINING_SUBJECTS))}.")
     out = Path(out_dir)
     mni_path = package_file(*MNI152_T1)
     if mni_path is None:
@@ -276,11 +291,24 @@ def build_mri_dataset(
                 for draw in range(draws if part != "heldout" and vary else 1):
                     name = f"mni_{orientation}_{index:03d}" + (f"_v{draw}" if draw else "")
                     _write_slice(out, part, name, template, [seed, o_id, index], draw, severity, vary, manifest)
+    for s_id, (subject, path) in enumerate(installed_subjects(None if subjects is None else set(subjects)).items()):
+        planes = load_axial_slices(path)
+        split = split_subject_slices(len(planes))
+        manifest["split"][subject] = split
+        manifest["sources"][subject] = {"package": TRAINING_SUBJECTS[subject][0], "file": TRAINING_SUBJECTS[subject][1]}
+        manifest["sources"][subject]["sha256"] = _sha256(path)
+        subject_draws = draws * SUBJECT_DRAWS_FACTOR if vary else 1
+        for part in ("A", "B"):
+            for index in split[part]:
+                plane = fit_canvas(planes[index])
+                for draw in range(subject_draws):
+                    name = f"{subject}_{index:03d}" + (f"_v{draw}" if draw else "")
+                    _write_slice(out, part, name, plane, [seed, 10 + s_id, index], draw, severity, vary, manifest)
     for k, (name, (package, rel)) in enumerate(HELD_OUT_2D.items()):
         path = package_file(package, rel)
         if path is None or name not in wanted:
             continue
-        clean = _unit(np.load(path))
+        clean = unit_scale(np.load(path))
         degraded, params = _degrade(clean, [seed, 100 + k], severity)
         _save_png(out / "heldout/slices/clean" / f"{name}.png", clean)
         _save_png(out / "heldout/slices/degraded" / f"{name}.png", degraded)
@@ -324,6 +352,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-niqe", action="store_true", help="skip fitting the NIQE pristine model")
     parser.add_argument("--draws", type=int, default=DRAWS, help=f"appearance draws per training slice ({DRAWS})")
     parser.add_argument(
+        "--template-only", action="store_true", help="train on the MNI template alone (no real training scans)"
+    )
+    parser.add_argument(
         "--no-appearance", action="store_true", help="train on the template as it is (no resolution/contrast draws)"
     )
     return parser
@@ -338,6 +369,7 @@ def run(args: argparse.Namespace) -> int:
         fit_niqe=not args.no_niqe,
         vary=not args.no_appearance,
         draws=args.draws,
+        subjects=() if args.template_only else None,
     )
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     print(f"wrote {args.out_dir}: {counts}")

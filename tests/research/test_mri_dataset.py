@@ -13,7 +13,7 @@ from PIL import Image
 from napari_uspmie.research.appearance import vary_appearance
 from napari_uspmie.research.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices
 
-SMALL = {"orientations": ("axial",), "volumes": ("nibabel_anatomical",), "fit_niqe": False}
+SMALL = {"orientations": ("axial",), "volumes": ("nibabel_anatomical",), "fit_niqe": False, "subjects": ()}
 
 
 def _digest(folder):
@@ -83,7 +83,13 @@ def test_deterministic_for_a_seed(built, tmp_path):
     plain = {}
     for s in (5, 6):
         build_mri_dataset(
-            tmp_path / f"plain{s}", seed=s, orientations=("axial",), volumes=(), fit_niqe=False, vary=False
+            tmp_path / f"plain{s}",
+            seed=s,
+            orientations=("axial",),
+            volumes=(),
+            fit_niqe=False,
+            vary=False,
+            subjects=(),
         )
         plain[s] = _digest(tmp_path / f"plain{s}")
     assert all(plain[6][k] == plain[5][k] for k in plain[6] if k.startswith("B/"))  # the template does not move
@@ -131,6 +137,9 @@ def test_domain_a_holds_clean_mild_and_both_degradation_sources(built):
     assert len(levels) == manifest["counts"]["A"]
     kinds = [v["level"] for v in levels.values()]
     assert 0.1 < kinds.count("clean") / len(kinds) < 0.3 and 0.1 < kinds.count("mild") / len(kinds) < 0.3
+    gains = [v["brightness_gain"] for v in levels.values() if v["level"] != "clean"]
+    assert all(v["brightness_gain"] == 1.0 for v in levels.values() if v["level"] == "clean")
+    assert np.median(gains) > 1.02  # degradations darken bright tissue; each draw is brought back
     families = [f for v in levels.values() for f in v.get("families", [])]
     assert "acquisition" in families and {"blur", "noise", "bias", "resolution", "haze"} <= set(families)
     clean_name = next(k for k, v in levels.items() if v["level"] == "clean")
@@ -145,7 +154,10 @@ def test_cli_and_bad_arguments(tmp_path, capsys):
         build_mri_dataset(tmp_path / "x", orientations=("oblique",))
     with pytest.raises(ValueError, match="unknown"):
         build_mri_dataset(tmp_path / "x", volumes=("nope",))
-    assert main([str(tmp_path / "cli"), "--seed", "1", "--no-niqe", "--severity", "0.5"]) == 0
+    with pytest.raises(ValueError, match="unknown training subject"):
+        build_mri_dataset(tmp_path / "x", subjects=("nope",))
+    assert main([str(tmp_path / "cli"), "--seed", "1", "--no-niqe", "--severity", "0.5", "--template-only"]) == 0
     assert "wrote" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "cli/manifest.json").read_text())
     assert manifest["severity"] == 0.5 and manifest["counts"]["heldout_slices"] > 40
+    assert set(manifest["split"]) == {"axial", "coronal", "sagittal"}  # --template-only: no real scans
