@@ -28,22 +28,12 @@ from scipy import ndimage
 
 from napari_uspmie.research.acquisition import bias_field, rician_noise
 
-__all__ = [
-    "CLEAN_FRACTION",
-    "MILD_FRACTION",
-    "MILD_SEVERITY",
-    "FAMILY_PROBABILITY",
-    "BRIGHT_PERCENTILE",
-    "random_degradation",
-    "match_brightness",
-]
+__all__ = ["CLEAN_FRACTION", "MILD_FRACTION", "MILD_SEVERITY", "FAMILY_PROBABILITY", "random_degradation"]
 
 CLEAN_FRACTION = 0.2
 MILD_FRACTION = 0.2
 MILD_SEVERITY = 0.35
 FAMILY_PROBABILITY = 0.6
-#: The percentile that :func:`match_brightness` brings back to the clean image's.
-BRIGHT_PERCENTILE = 99.0
 
 
 def _bias(x: np.ndarray, rng: np.random.Generator, s: float) -> tuple[np.ndarray, dict]:
@@ -144,23 +134,3 @@ def random_degradation(image: np.ndarray, rng: np.random.Generator) -> tuple[np.
         x, params = family(x, rng, severity)
         record.update(params)
     return np.clip(x, 0.0, 1.0), record
-
-
-def match_brightness(degraded: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, float]:
-    """Scale a degraded image so that its bright tissue is as bright as the clean image's.
-
-    Bias fields, haze and contrast loss darken bright tissue on average, so a domain A of raw
-    degraded draws is darker than domain B, and the discriminator then teaches the generator to
-    brighten every image, clean ones included. Scaling each draw so that its
-    :data:`BRIGHT_PERCENTILE` percentile equals the clean image's (zero stays zero) removes that
-    difference and keeps every other change of the draw: an uneven field still varies across the
-    image and haze still lifts the dark regions.
-
-    Returns:
-        ``(image, gain)``: the scaled image, clipped to ``[0, 1]``, and the factor applied (1 when
-        the degraded image has no bright pixel).
-    """
-    top = float(np.percentile(degraded, BRIGHT_PERCENTILE))
-    target = float(np.percentile(clean, BRIGHT_PERCENTILE))
-    gain = target / top if top > 1e-6 else 1.0
-    return np.clip(np.asarray(degraded, dtype=np.float64) * gain, 0.0, 1.0), gain

@@ -59,7 +59,7 @@ from scipy import ndimage
 from napari_uspmie.io.packaged_data import MNI152_T1, package_file
 from napari_uspmie.research.acquisition import apply_acquisition, degrade_volume, sample_params
 from napari_uspmie.research.appearance import DRAWS, vary_appearance
-from napari_uspmie.research.degradation_families import match_brightness, random_degradation
+from napari_uspmie.research.degradation_families import random_degradation
 from napari_uspmie.research.training_subjects import (
     SUBJECT_DRAWS_FACTOR,
     TRAINING_SUBJECTS,
@@ -181,14 +181,12 @@ def _degrade(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[n
 
 
 def _degrade_training(image: np.ndarray, seed_seq: list[int], severity: float) -> tuple[np.ndarray, dict]:
-    """One domain-A draw: clean, mild, or full (randomised families or the acquisition model), its
-    bright tissue then scaled back to the clean image's (:func:`match_brightness`)."""
+    """One domain-A draw: clean, mild, or full (randomised families or the acquisition model)."""
     rng = np.random.default_rng([*seed_seq, 11])
     degraded, record = random_degradation(image, rng)
     if record["level"] == "full" and rng.uniform() < ACQUISITION_SHARE:
         degraded, params = _degrade(image, seed_seq, severity)
         record = {"level": "full", "families": ["acquisition"], **params}
-    degraded, record["brightness_gain"] = match_brightness(degraded, image)
     return degraded, record
 
 

@@ -11,12 +11,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from napari_uspmie.research import degradation_families, unseen_degradation
-from napari_uspmie.research.degradation_families import (
-    BRIGHT_PERCENTILE,
-    CLEAN_FRACTION,
-    match_brightness,
-    random_degradation,
-)
+from napari_uspmie.research.degradation_families import CLEAN_FRACTION, random_degradation
 from napari_uspmie.research.unseen_degradation import unseen_degradation as unseen
 from tests.io_factories import mni_slices
 
@@ -74,29 +69,3 @@ def test_unseen_family_degrades_and_shares_nothing_with_training(brain):
     imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) and node.module}
     assert not any("acquisition" in m or "degradation_families" in m for m in imported)
     assert "unseen_degradation" not in Path(degradation_families.__file__).read_text().split('"""', 2)[2]
-
-
-def test_brightness_matching_keeps_bright_tissue_and_the_draws_own_changes(brain):
-    yy, xx = np.mgrid[: brain.shape[0], : brain.shape[1]] / max(brain.shape)
-    field = 0.55 + 0.4 * xx  # a darkening field, uneven across the image
-    hazy = 0.7 * brain * field + 0.3 * 0.4 * (brain > 0)
-    matched, gain = match_brightness(hazy, brain)
-    assert gain > 1.1
-    np.testing.assert_allclose(np.percentile(matched, BRIGHT_PERCENTILE), np.percentile(brain, BRIGHT_PERCENTILE))
-    np.testing.assert_allclose(matched, np.clip(hazy * gain, 0, 1))  # one gain: the field still varies
-    assert matched[brain == 0].max() == 0  # zero stays zero
-    same, one = match_brightness(brain, brain)
-    assert one == 1.0 and np.array_equal(same, brain)
-    dark, unit = match_brightness(np.zeros_like(brain), brain)
-    assert unit == 1.0 and not dark.any()
-
-
-def test_domain_a_draws_are_as_bright_as_domain_b(brain):
-    # Without the matching, the draws' bright tissue averaged about 10% darker than the clean slice'.
-    top = np.percentile(brain, BRIGHT_PERCENTILE)
-    tops, raw_tops = [], []
-    for seed in range(40):
-        raw, _ = random_degradation(brain, np.random.default_rng(seed))
-        raw_tops.append(np.percentile(raw, BRIGHT_PERCENTILE) / top)
-        tops.append(np.percentile(match_brightness(raw, brain)[0], BRIGHT_PERCENTILE) / top)
-    assert np.mean(raw_tops) < 0.95 and abs(np.mean(tops) - 1) < 0.01

@@ -137,9 +137,6 @@ def test_domain_a_holds_clean_mild_and_both_degradation_sources(built):
     assert len(levels) == manifest["counts"]["A"]
     kinds = [v["level"] for v in levels.values()]
     assert 0.1 < kinds.count("clean") / len(kinds) < 0.3 and 0.1 < kinds.count("mild") / len(kinds) < 0.3
-    gains = [v["brightness_gain"] for v in levels.values() if v["level"] != "clean"]
-    assert all(v["brightness_gain"] == 1.0 for v in levels.values() if v["level"] == "clean")
-    assert np.median(gains) > 1.02  # degradations darken bright tissue; each draw is brought back
     families = [f for v in levels.values() for f in v.get("families", [])]
     assert "acquisition" in families and {"blur", "noise", "bias", "resolution", "haze"} <= set(families)
     clean_name = next(k for k, v in levels.items() if v["level"] == "clean")
