@@ -289,12 +289,14 @@ def build_mri_dataset(
                 for draw in range(draws if part != "heldout" and vary else 1):
                     name = f"mni_{orientation}_{index:03d}" + (f"_v{draw}" if draw else "")
                     _write_slice(out, part, name, template, [seed, o_id, index], draw, severity, vary, manifest)
-    for s_id, (subject, path) in enumerate(installed_subjects(None if subjects is None else set(subjects)).items()):
+    for subject, path in installed_subjects(None if subjects is None else set(subjects)).items():
+        # the subject's place in the table, not among the installed ones: a missing package moves no seed
+        s_id = list(TRAINING_SUBJECTS).index(subject)
         planes = load_axial_slices(path)
         split = split_subject_slices(len(planes))
         manifest["split"][subject] = split
-        manifest["sources"][subject] = {"package": TRAINING_SUBJECTS[subject][0], "file": TRAINING_SUBJECTS[subject][1]}
-        manifest["sources"][subject]["sha256"] = _sha256(path)
+        package, relative = TRAINING_SUBJECTS[subject]
+        manifest["sources"][subject] = {"package": package, "file": relative, "sha256": _sha256(path)}
         subject_draws = draws * SUBJECT_DRAWS_FACTOR if vary else 1
         for part in ("A", "B"):
             for index in split[part]:
