@@ -26,8 +26,9 @@ import numpy as np
 from napari_uspmie.io.packaged_data import MNI152_T1, bundle_path, package_file
 from napari_uspmie.research.acquisition import degrade_volume
 from napari_uspmie.research.evaluation import LEVEL, slice_metrics
-from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES, MIN_FOREGROUND, get_slice, load_unit_volume
+from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES, get_slice, load_unit_volume
 from napari_uspmie.research.niqe import NIQEModel
+from napari_uspmie.research.training_subjects import MIN_FOREGROUND
 
 __all__ = ["DEMO_SEED", "SUBJECTS", "prepare_demo_volume", "run_demo", "main"]
 

@@ -22,8 +22,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from napari_uspmie.research.mri_dataset import MIN_FOREGROUND, get_slice
+from napari_uspmie.research.mri_dataset import get_slice
 from napari_uspmie.research.niqe import load_gray
+from napari_uspmie.research.training_subjects import MIN_FOREGROUND
 from napari_uspmie.research.unseen_degradation import unseen_degradation
 
 __all__ = ["CASES", "heldout_items", "case_inputs", "out_of_scope_inputs"]

@@ -61,6 +61,7 @@ from napari_uspmie.research.acquisition import apply_acquisition, degrade_volume
 from napari_uspmie.research.appearance import DRAWS, vary_appearance
 from napari_uspmie.research.degradation_families import random_degradation
 from napari_uspmie.research.training_subjects import (
+    MIN_FOREGROUND,
     SUBJECT_DRAWS_FACTOR,
     TRAINING_SUBJECTS,
     installed_subjects,
@@ -83,7 +84,6 @@ __all__ = [
 BLOCK = 6
 GUARD = 3
 HELD_OUT_EVERY = 5
-MIN_FOREGROUND = 0.15
 #: MNI slices are centred on a square canvas (zero padding, or cropping background) of this side, so
 #: that training needs no resizing (which would change the anatomy's scale between orientations).
 CANVAS = 224

@@ -34,6 +34,7 @@ __all__ = [
     "TRAINING_SUBJECTS",
     "SUBJECT_BLOCK",
     "SUBJECT_DRAWS_FACTOR",
+    "MIN_FOREGROUND",
     "unit_scale",
     "load_axial_slices",
     "split_subject_slices",
@@ -51,7 +52,8 @@ SUBJECT_BLOCK = 2
 #: A real scan's slices get this many times the template slices' appearance draws, so that the few
 #: real slices (34) make up about a third of each domain.
 SUBJECT_DRAWS_FACTOR = 3
-#: Share of a slice's pixels that must be above 10% of full scale for it to be used.
+#: Share of a slice's pixels that must be above 10% of full scale for it to be used (the template's
+#: slices, the real scans' and the held-out subjects' alike).
 MIN_FOREGROUND = 0.15
 
 
