@@ -11,7 +11,7 @@ gains) and the best measured size / the picked size (how close the rule comes to
 
 Run from the repository root::
 
-    python -m benchmarks.bench_call_size            # full run, writes docs/benchmarks_call_size.md
+    python -m benchmarks.bench_call_size            # full run, writes docs/benchmarks_call_size_<CPU family>.md
     python -m benchmarks.bench_call_size --quick    # a tiny network, for CI
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_enhance import MODELS, bench_device, can_compile, make_network, network_bench_parser
+from benchmarks.machine import family_page
 from benchmarks.pages import call_size_page, call_size_row, command, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.compilation import compile_network
@@ -74,7 +75,7 @@ def bench_case(model: str, side: int, images: int, mode: str, device: torch.devi
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = network_bench_parser(__doc__.splitlines()[0], "benchmarks_call_size.md").parse_args(argv)
+    args = network_bench_parser(__doc__.splitlines()[0], family_page("call_size")).parse_args(argv)
     torch._dynamo.config.recompile_limit = 64  # one compilation per call size
     device = bench_device(args.device)
     modes = ["eager"] + (["compiled"] if can_compile(device) and not args.quick else [])
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             rows.append(bench_case(model, side, images, mode, device, 1 if args.quick else 3))
     text = call_size_page(rows, command("bench_call_size", argv if argv is not None else sys.argv[1:]), device)
-    page = Path(args.out) / "benchmarks_call_size.md"
+    page = Path(args.out) / args.page
     write_page(page, text, {"device": str(device), "rows": rows})
     print(f"wrote {page}")
     return 0

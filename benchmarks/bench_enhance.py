@@ -23,7 +23,7 @@ adds. A second table times single inference techniques on the bare network.
 
 Run from the repository root::
 
-    python -m benchmarks.bench_enhance             # full run, writes docs/benchmarks_enhance.md
+    python -m benchmarks.bench_enhance             # full run, writes docs/benchmarks_enhance_<CPU family>.md
     python -m benchmarks.bench_enhance --quick     # a tiny network, for CI
 """
 
@@ -45,11 +45,11 @@ import numpy as np
 import torch
 
 from benchmarks.flops import conv_flops
-from benchmarks.machine import PeakMemory, cpu_family, matmul_gflops
+from benchmarks.machine import PeakMemory, cpu_family, family_page, matmul_gflops
 from benchmarks.pages import command, enhance_page, enhance_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
-from napari_uspmie.inference.compilation import compile_network
+from napari_uspmie.inference.compilation import compile_network, eager_layers
 from napari_uspmie.inference.compiled_cache import artifact_key, artifact_path, build_artifact, save_build_source
 from napari_uspmie.inference.enhancer import Enhancer
 from napari_uspmie.inference.precision import autocast_for, cpu_has_fast_bf16
@@ -78,6 +78,8 @@ FULL_CASES = {
 }
 QUICK_CASES = {"tiny": [("2D 64x64, batch 1", 1, 64, 1), ("3D volume 4x64x64, batch 2", 4, 64, 2)]}
 TRIAL_CASE = {"shipped": (8, 256), "paper": (1, 256), "tiny": (2, 64)}
+#: the eager CPU path without a compiled library (resize-convolutions as phase filters, depthwise-sum head)
+EAGER_DEFAULT = "phase-filter upsampling and depthwise + sum head, eager (what the CPU runs without a library)"
 COMPILED_DEFAULT = (
     "torch.compile + Winograd (layers of 128+ channels) and depthwise-sum head on CPU (what `compile=True` runs)"
 )
@@ -221,6 +223,8 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool, w
     if with_bf16:
         variants["autocast bfloat16 (opt-in)"] = (net, x, bf16_mode)
     variants["Winograd F(4x4, 3x3), eager"] = (to_winograd(net), x, torch.inference_mode)
+    if device.type == "cpu":
+        variants[EAGER_DEFAULT] = (eager_layers(net), x, torch.no_grad)
     if with_compile:
         for name, fast_layers in (("torch.compile (Inductor, frozen weights)", False), (COMPILED_DEFAULT, None)):
             compiled = compile_network(copy.deepcopy(net), fast_layers=fast_layers)
@@ -260,10 +264,12 @@ def trials(model: str, device: torch.device, repeats: int, with_compile: bool, w
 
 
 def network_bench_parser(description: str, report: str) -> argparse.ArgumentParser:
-    """The options every network benchmark takes: ``--quick``, ``--out`` (folder of ``report``), ``--device``."""
+    """The options every network benchmark takes: ``--quick``, ``--out`` (folder of the page), ``--page``
+    (its file name, default ``report``), ``--device``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a tiny network and small images, for CI")
     parser.add_argument("--out", default="docs", help=f"folder for {report}")
+    parser.add_argument("--page", default=report, help="file name of the page in --out")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return parser
 
@@ -274,10 +280,9 @@ def bench_device(name: str) -> torch.device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = network_bench_parser(__doc__.splitlines()[0], "benchmarks_enhance.md")
+    parser = network_bench_parser(__doc__.splitlines()[0], family_page("enhance"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--models", nargs="*", default=None, help="subset of: shipped paper")
-    parser.add_argument("--page", default="benchmarks_enhance.md", help="file name of the page in --out")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ other side cannot use.
 
 Run from the repository root::
 
-    python -m benchmarks.bench_lassim            # full run, writes docs/benchmarks_lassim.md
+    python -m benchmarks.bench_lassim            # full run, writes docs/benchmarks_lassim_<CPU family>.md
     python -m benchmarks.bench_lassim --quick    # a few seconds, for CI
     python -m benchmarks.bench_lassim --busy 1   # with one other process spinning (shared cores)
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from benchmarks.machine import PeakMemory, cpu_family, spinning_processes
+from benchmarks.machine import PeakMemory, cpu_family, family_page, spinning_processes
 from benchmarks.pages import LASSIM_HEADER, command, lassim_page, lassim_row, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie import lassim
@@ -110,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round, batches 1 and 2 (for CI)")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and OpenCV (0: library defaults)")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks_lassim.md"), help="Markdown report path")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Markdown report path (default: the family's page in docs)"
+    )
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even when it is available")
     parser.add_argument("--busy", type=int, default=0, help="other processes spinning during the run")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("docs") / family_page("lassim_busy" if args.busy else "lassim")
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

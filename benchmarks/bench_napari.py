@@ -11,7 +11,7 @@ click, wait for the result layer. Reported:
 
 Run from the repository root::
 
-    python -m benchmarks.bench_napari                  # writes docs/benchmarks_napari.md
+    python -m benchmarks.bench_napari                  # writes docs/benchmarks_napari_<CPU family>.md
     python -m benchmarks.bench_napari --quick          # a smaller volume, one repeat (CI)
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import load_note, machine_info
+from benchmarks.machine import family_page, load_note, machine_info
 from benchmarks.pages import command, write_page
 
 #: the issue's target for a 256x256 slice after the first use
@@ -148,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small volume, few clicks (for CI)")
     parser.add_argument("--repeats", type=int, default=0, help="later clicks timed (default 5, quick 2)")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks_napari.md"), help="Markdown report path")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Markdown report path (default: the family's page in docs)"
+    )
     args = parser.parse_args(argv)
+    args.out = args.out or Path("docs") / family_page("napari")
     repeats = args.repeats or (2 if args.quick else 5)
     result = run(args.quick, repeats)
     argv = argv if argv is not None else sys.argv[1:]

@@ -5,11 +5,11 @@ random weights, eager network, slices above 1024 tiled with 1024 windows, overla
 blending) runs in a fresh process per size, which reports its time and the peak memory the
 enhancement adds (resident set, the input image excluded). For contrast, the untiled eager
 forward of the whole image runs in its own processes up to ``--eager-max``. Writes a table and a
-plot (``images/bench_scaling.png`` beside the report).
+plot (``images/<page name>.png`` beside the report).
 
 Run from the repository root::
 
-    python -m benchmarks.bench_scaling            # writes docs/benchmarks_scaling.md and the plot
+    python -m benchmarks.bench_scaling            # writes docs/benchmarks_scaling_<CPU family>.md and the plot
     python -m benchmarks.bench_scaling --quick    # 64 to 256 pixels, tiles of 128, for CI
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.machine import PeakMemory
+from benchmarks.machine import PeakMemory, family_page
 from benchmarks.pages import command, scaling_page, scaling_plot, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
@@ -66,7 +66,8 @@ def in_child(side: int, tile: int, mode: str, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 to 256 pixels, tiles of 128 (CI)")
-    parser.add_argument("--out", default="docs", help="folder for benchmarks_scaling.md (plot in out/images)")
+    parser.add_argument("--out", default="docs", help="folder for the page (its plot in out/images)")
+    parser.add_argument("--page", default=family_page("scaling"), help="file name of the page in --out")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--eager-max", type=int, default=2048, help="largest side for the untiled eager forward")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -88,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"{side} {mode}: {r['seconds']:.2f} s, +{r['extra_mb']:.0f} MiB", flush=True)
     out = Path(args.out)
-    image = "images/bench_scaling.png"
+    image = f"images/{Path(args.page).stem}.png"
     scaling_plot(rows, out / image, tile)
     text = scaling_page(
         rows, tile, command("bench_scaling", argv if argv is not None else sys.argv[1:]), image, args.quick
     )
-    write_page(out / "benchmarks_scaling.md", text, {"tile": tile, "rows": rows})
-    print(f"wrote {out / 'benchmarks_scaling.md'} and {out / image}")
+    write_page(out / args.page, text, {"tile": tile, "rows": rows})
+    print(f"wrote {out / args.page} and {out / image}")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import peak_rss_mb
+from benchmarks.machine import family_page, peak_rss_mb
 from benchmarks.pages import command, training_page, write_page
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.checkpoint import shipped_architecture
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny and compact sizes, 3 timed iterations (CI)")
     parser.add_argument("--repeats", type=int, default=None, help="timed iterations per method and case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=None, help="report path (default docs/benchmarks_training.md)")
+    parser.add_argument("--out", type=Path, default=None, help="report path (default: the family's page in docs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     on_cpu = not args.device.startswith("cuda")
     out = args.out
     if out is None and not args.quick:
-        out = REPO / "docs" / "benchmarks_training.md"
+        out = REPO / "docs" / family_page("training")
     results = []
     notes = []
     for case in cases:

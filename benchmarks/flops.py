@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
+from napari_uspmie.inference.phase_upsample import PhaseResizeConv2d
 from napari_uspmie.inference.winograd import TILE, WinogradConv2d
 
 __all__ = ["conv_flops"]
@@ -26,6 +27,9 @@ def _layer_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: to
     """Multiply-adds times two of one (transposed) convolution call."""
     if isinstance(module, WinogradConv2d):
         return _winograd_flops(module, output)
+    if isinstance(module, PhaseResizeConv2d):  # one 2x2 convolution, four phases, on the padded input
+        n, c, h, w = inputs[0].shape
+        return 2 * n * (h + 1) * (w + 1) * math.prod(module.weight.shape)
     if isinstance(module, DepthwiseSumConv2d):  # the same products as the convolution it replaces
         return 2 * output.numel() * module.in_channels * math.prod(module.weight_depthwise.shape[2:])
     weight = module.weight
@@ -44,7 +48,8 @@ def conv_flops(network: nn.Module, input_shape: tuple[int, ...]) -> int:
     Convolutions hold all but a fraction of a percent of a ResNet generator's arithmetic;
     norms, activations and paddings are left out, as matmul-peak comparisons usually do.
     Layers replaced by :class:`WinogradConv2d` count what that algorithm runs (transforms and
-    products), so a network from ``to_winograd`` gives the arithmetic actually executed.
+    products), and :class:`PhaseResizeConv2d` its 2x2 phase filters, so a rewritten network gives
+    the arithmetic actually executed.
     The network runs on the ``meta`` device: shapes only, no arithmetic, no memory.
 
     Args:
@@ -61,7 +66,7 @@ def conv_flops(network: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += _layer_flops(module, inputs, output)
 
-    layers = (nn.Conv2d, nn.ConvTranspose2d, WinogradConv2d, DepthwiseSumConv2d)
+    layers = (nn.Conv2d, nn.ConvTranspose2d, WinogradConv2d, DepthwiseSumConv2d, PhaseResizeConv2d)
     handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, layers)]
     try:
         with torch.no_grad():

@@ -13,7 +13,16 @@ import torch
 
 from benchmarks.timing import time_calls
 
-__all__ = ["machine_info", "matmul_gflops", "peak_rss_mb", "PeakMemory", "load_note"]
+__all__ = [
+    "machine_info",
+    "matmul_gflops",
+    "peak_rss_mb",
+    "PeakMemory",
+    "load_note",
+    "cpu_family",
+    "family_slug",
+    "family_page",
+]
 
 
 def matmul_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -150,6 +159,16 @@ def cpu_family() -> str:
     ranked = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON"))
     widest = next((name for flag, name in ranked if flag in flags), "other")
     return f"{vendor} {widest}"
+
+
+def family_slug(family: str) -> str:
+    """``family`` as a file-name suffix: ``"Intel AMX"`` -> ``"intel_amx"``."""
+    return "".join(c if c.isalnum() else "_" for c in family.lower()).strip("_")
+
+
+def family_page(name: str) -> str:
+    """The file name of benchmark page ``name`` for this machine's CPU family: ``benchmarks_<name>_<family>.md``."""
+    return f"benchmarks_{name}_{family_slug(cpu_family())}.md"
 
 
 def machine_info() -> dict[str, str]:

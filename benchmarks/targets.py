@@ -16,6 +16,11 @@ def _load(folder: Path, name: str) -> dict | None:
         return None
 
 
+def _family(data: dict) -> str:
+    """The CPU family a page was measured on, as the end of a case (empty for pages that do not say)."""
+    return f", {data['cpu_family']}" if "cpu_family" in data else ""
+
+
 def target_row(what: str, case: str, value: float, unit: str, target: float) -> str:
     """One line of the targets table: ``value`` against ``target`` (met when at least the target)."""
     met = "yes" if value >= target else "**no**"
@@ -34,7 +39,7 @@ def _lassim_rows(data: dict) -> list[str]:
         target = 1.0 if r["batch"] == 1 else (1.0 if busy else 3.0) if r["batch"] >= 16 else None
         if target is not None:
             case = f"{r['size']}, batch {r['batch']}, {r['dtype']}, threads {data['threads']}"
-            case += f", {data['cpu_family']}" if "cpu_family" in data else ""
+            case += _family(data)
             case += f", {busy} other process(es) spinning" if busy and "spinning" not in data["threads"] else ""
             rows.append(target_row("LaSSIM speedup over the reference", case, r["speedup"], "x", target))
     return rows
@@ -42,7 +47,7 @@ def _lassim_rows(data: dict) -> list[str]:
 
 def _enhance_rows(data: dict) -> list[str]:
     rows = []
-    family = f", {data['cpu_family']}" if "cpu_family" in data else ""
+    family = _family(data)
     for r in data["rows"]:
         case = f"{r['model']}: {r['case']}{family}"
         rows.append(
@@ -72,7 +77,7 @@ def _train_rows(data: dict) -> list[str]:
     for r in data["results"]:
         ratio = r["eager"]["seconds"] / r["trainer"]["seconds"]
         what = "training iteration, eager time / trainer time (parity within 5% noise)"
-        rows.append(target_row(what, r["case"], ratio, "x", 0.95))
+        rows.append(target_row(what, r["case"] + _family(data), ratio, "x", 0.95))
     return rows
 
 
@@ -83,15 +88,16 @@ def _scaling_rows(data: dict) -> list[str]:
     if not whole or not split:
         return []
     (s0, t0, m0), (s1, t1, m1) = whole[-1], split[-1]
+    case = f"{s1} vs {s0}{_family(data)}"
     # Time per pixel of the largest tiled image against the largest untiled one: about 1 when time is
     # linear in pixels (window overlap adds up to about 1.6x at 4096 with 1024 windows).
     per_pixel = (t1 / s1**2) / (t0 / s0**2)
     linear = "yes" if per_pixel <= 2.0 else "**no**"
     bounded = "yes" if m1 <= 4 * max(m0, 1.0) else "**no**"
     return [
-        f"| linear time: time per pixel, {s1} tiled / {s0} whole | {s1} vs {s0} | {per_pixel:.2f} | "
+        f"| linear time: time per pixel, {s1} tiled / {s0} whole | {case} | {per_pixel:.2f} | "
         f"<= 2 (overlap) | {linear} |",
-        f"| bounded memory: added peak, {s1} tiled vs {s0} whole | {s1} vs {s0} | {m1:.0f} vs {m0:.0f} MiB | "
+        f"| bounded memory: added peak, {s1} tiled vs {s0} whole | {case} | {m1:.0f} vs {m0:.0f} MiB | "
         f"<= 4x | {bounded} |",
     ]
 
@@ -99,25 +105,29 @@ def _scaling_rows(data: dict) -> list[str]:
 def _napari_rows(data: dict) -> list[str]:
     seconds = data["later_click_median_s"]
     met = "yes" if seconds < 2.0 else "**no**"
-    return [f"| napari: click to result after the first use | 256x256 slice, CPU | {seconds:.2f} s | < 2 s | {met} |"]
+    case = f"256x256 slice, CPU{_family(data)}"
+    return [f"| napari: click to result after the first use | {case} | {seconds:.2f} s | < 2 s | {met} |"]
+
+
+#: which rows a page's data gives, by the start of its file name (longest first: ``lassim`` covers ``lassim_busy``)
+_ROWS_BY_PAGE = (
+    ("benchmarks_lassim", _lassim_rows),
+    ("benchmarks_enhance", _enhance_rows),
+    ("benchmarks_scaling", _scaling_rows),
+    ("benchmarks_training", _train_rows),
+    ("benchmarks_napari", _napari_rows),
+)
 
 
 def targets_table(folder: Path) -> list[str]:
-    """Markdown lines: every target with its measured value, from the JSON files in ``folder``."""
+    """Markdown lines: every target with its measured value, from every page's JSON in ``folder``
+    (one set of pages per CPU family measured), grouped by target."""
     rows = []
-    for name, make in (
-        ("benchmarks_lassim.json", _lassim_rows),
-        ("benchmarks_lassim_amd_avx2.json", _lassim_rows),
-        ("benchmarks_lassim_busy.json", _lassim_rows),
-        ("benchmarks_enhance.json", _enhance_rows),
-        ("benchmarks_enhance_amd_avx2.json", _enhance_rows),
-        ("benchmarks_scaling.json", _scaling_rows),
-        ("benchmarks_training.json", _train_rows),
-        ("benchmarks_napari.json", _napari_rows),
-    ):
-        data = _load(folder, name)
-        if data is not None:
-            rows += make(data)
+    for prefix, make in _ROWS_BY_PAGE:
+        for path in sorted(folder.glob(f"{prefix}*.json")):
+            data = _load(folder, path.name)
+            if data is not None:
+                rows += make(data)
     if not rows:
         return []
     head = ["## Targets", "", "| target | case | measured | target | met |", "|---|---|---|---|---|"]

@@ -41,7 +41,7 @@ from torch import nn
 from napari_uspmie import __version__
 from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
-from napari_uspmie.inference.compilation import compile_layers
+from napari_uspmie.inference.compilation import compile_layers, eager_layers
 from napari_uspmie.inference.inferer import mark_compiled
 from napari_uspmie.inference.precision import cpu_flags
 from napari_uspmie.io.atomic import staged_output
@@ -159,6 +159,11 @@ class CompiledGenerator(nn.Module):
         self.path = path
         self.channels = network_channels(network)[0]
 
+    @property
+    def eager_network(self) -> nn.Module:
+        """The eager module behind the library (what :mod:`napari_uspmie.inference.layer_stream` streams)."""
+        return self.network
+
     def fits(self, x: torch.Tensor) -> bool:
         """Whether ``x`` is inside the compiled range."""
         n, c, h, w = x.shape
@@ -223,7 +228,8 @@ def start_build(network: nn.Module, architecture: dict[str, Any], key: str) -> s
 def cached_runner(
     network: nn.Module, architecture: dict[str, Any], device: torch.device, bf16: bool = False, build: bool = True
 ) -> nn.Module:
-    """What the default CPU path runs: the cached library of ``network`` when there is one, else ``network``.
+    """What the default CPU path runs: the cached library of ``network`` when there is one, else
+    ``network`` as the CPU runs it eagerly (:func:`napari_uspmie.inference.compilation.eager_layers`).
 
     Args:
         network: the eager generator, in evaluation mode.
@@ -232,6 +238,7 @@ def cached_runner(
         bf16: bfloat16 autocast requested (the library is float32: not used).
         build: start a background build when the library is missing.
     """
+    eager = eager_layers(network, bf16) if device.type == "cpu" else network
     usable = (
         cache_enabled()
         and device.type == "cpu"
@@ -240,7 +247,7 @@ def cached_runner(
         and not isinstance(network, torch.jit.ScriptModule)
     )
     if not usable:
-        return network
+        return eager
     key = artifact_key(network, architecture)
     library = artifact_path(key)
     if library.is_file():
@@ -248,11 +255,11 @@ def cached_runner(
             loaded = torch._inductor.aoti_load_package(str(library))
         except Exception as e:  # noqa: BLE001 - a library that does not load is only a missed speed-up
             logger.warning("compiled generator %s does not load (%s); running eagerly", library, e)
-            return network
-        return mark_compiled(CompiledGenerator(network, loaded, library))
+            return eager
+        return mark_compiled(CompiledGenerator(eager, loaded, library))
     if build:
         start_build(network, architecture, key)
-    return network
+    return eager
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from torch import nn
 from napari_uspmie.errors import CheckpointError, DeviceError
 from napari_uspmie.inference.channels import network_channels
 from napari_uspmie.inference.checkpoint import load_generator
-from napari_uspmie.inference.compilation import compile_layers, compile_network
+from napari_uspmie.inference.compilation import compile_layers, compile_network, eager_layers
 from napari_uspmie.inference.compiled_cache import CompiledGenerator, cached_runner
 from napari_uspmie.inference.geometry import resample_factors, resampled_enhancement
 from napari_uspmie.inference.inferer import EnhancementInferer
@@ -184,13 +184,14 @@ class Enhancer:
         #: compiled wrapper keeps it only under a private name
         self.compiled_from = compile_layers(self.network, bf16=self.bf16) if self.compile else self.network
         #: what runs: with ``compile`` the network compiled in this process; else its cached compiled
-        #: library when ``cache_compiled`` finds one; else ``network``
+        #: library when ``cache_compiled`` finds one; else ``network`` as the CPU runs it eagerly
+        #: (:func:`eager_layers`: layers rewritten into faster forms of the same arithmetic)
         if self.compile:
             self.runner = compile_network(self.compiled_from, fast_layers=False)
         elif cache_compiled:
             self.runner = cached_runner(self.network, self.architecture, self.device, bf16=self.bf16)
         else:
-            self.runner = self.network
+            self.runner = eager_layers(self.network, bf16=self.bf16)
         self.tile_size, self.overlap, self.batch_size = int(tile_size), float(overlap), int(batch_size)
         self.percentiles = tuple(percentiles)
         self.margin = int(margin)

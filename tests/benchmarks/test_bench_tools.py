@@ -9,15 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks import run_all
 from benchmarks.bench_call_size import call_sizes, picked_size
 from benchmarks.flops import conv_flops
-from benchmarks.machine import PeakMemory
+from benchmarks.machine import PeakMemory, family_page, family_slug
 from benchmarks.targets import target_row, targets_table
 from benchmarks.timing import time_calls
 from napari_uspmie.inference.depthwise_sum import to_depthwise_sum
 from napari_uspmie.inference.inferer import EnhancementInferer
+from napari_uspmie.inference.phase_upsample import to_phase_upsample
 from napari_uspmie.inference.winograd import to_winograd
-from napari_uspmie.models.networks import ResnetGenerator
+from napari_uspmie.models.networks import ResizeConv2d, ResnetGenerator
 
 
 def test_timer_runs_each_function_in_turn():
@@ -61,6 +63,10 @@ def test_winograd_layers_count_what_they_run():
     assert conv_flops(conv, (2, 5, 11, 12)) == 2 * (2 * 7 * 9 * 10) * 5 * 9
     head = nn.Conv2d(5, 1, 7)  # as depthwise + sum: the same products as the convolution
     assert conv_flops(to_depthwise_sum(nn.Sequential(head)), (2, 5, 20, 20)) == conv_flops(head, (2, 5, 20, 20))
+    # a resize-convolution 4 -> 6 channels on 10x12: 3x3 on the 20x24 doubled image, or four 2x2 phases on 11x13
+    up = nn.Sequential(ResizeConv2d(4, 6))
+    assert conv_flops(up, (1, 4, 10, 12)) == 2 * 20 * 24 * 6 * 4 * 9
+    assert conv_flops(to_phase_upsample(up), (1, 4, 10, 12)) == 2 * 11 * 13 * (4 * 6) * 4 * 4
 
 
 def test_peak_memory_sees_a_large_allocation():
@@ -148,3 +154,23 @@ def test_gpu_check_runs_its_code_path_on_cpu(tmp_path):
         with pytest.raises(SystemExit) as refused:
             main(["--out", str(tmp_path / "cuda.md")])
         assert refused.value.code == 2 and not (tmp_path / "cuda.md").exists()
+
+
+def test_pages_are_kept_per_cpu_family_and_listed_on_the_summary(tmp_path: Path):
+    # pages of two families, as two machines' `make bench` leave them; the summary lists both and their targets
+    assert family_slug("Intel AMX") == "intel_amx" and family_slug("AMD AVX-512") == "amd_avx_512"
+    assert family_page("lassim").startswith("benchmarks_lassim_") and family_page("lassim").endswith(".md")
+    row = {"device": "cpu", "dtype": "uint8 user layout", "batch": 16, "size": "272x480", "speedup": 3.5}
+    for family, speedup in (("Intel AMX", 3.5), ("AMD AVX2", 2.5)):
+        name = f"benchmarks_lassim_{family_slug(family)}"
+        data = {"threads": "t", "cpu_family": family, "machine": {"cpu": f"{family} CPU", "cores": "2"}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({**data, "rows": [{**row, "speedup": speedup}]}))
+        (tmp_path / f"{name}.md").write_text("# page\n")
+    assert run_all.main(["--collect", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "**AMD AVX2** (AMD AVX2 CPU, 2 cores)" in page and "**Intel AMX** (Intel AMX CPU, 2 cores)" in page
+    assert "[benchmarks_lassim_amd_avx2.md](benchmarks_lassim_amd_avx2.md)" in page
+    targets = [line for line in page.splitlines() if line.startswith("| LaSSIM")]
+    assert len(targets) == 2
+    assert any("AMD AVX2" in t and t.endswith("| **no** |") for t in targets)  # 2.5x < 3x
+    assert any("Intel AMX" in t and t.endswith("| yes |") for t in targets)

@@ -20,6 +20,8 @@ import torch
 from napari_uspmie.inference import compiled_cache
 from napari_uspmie.inference.compiled_cache import CompiledGenerator, artifact_key, artifact_path, cached_runner
 from napari_uspmie.inference.enhancer import Enhancer
+from napari_uspmie.inference.layer_stream import convolution_layers, streamable
+from napari_uspmie.inference.phase_upsample import PhaseResizeConv2d
 from napari_uspmie.models.networks import ResnetGenerator
 
 ARCH = {"in_channels": 1, "out_channels": 1, "ngf": 4, "n_blocks": 1, "norm": "instance", "upsample": "resize"}
@@ -56,13 +58,22 @@ def test_key_follows_the_weights_and_the_architecture():
     assert artifact_key(net, ARCH) != artifact_key(net, {**ARCH, "upsample": "transpose"})
 
 
+def _runs_eagerly_like(runner, net) -> None:
+    """``runner`` is ``net`` as the CPU runs it eagerly: rewritten layers, the same results."""
+    assert not isinstance(runner, CompiledGenerator)
+    assert any(isinstance(m, PhaseResizeConv2d) for m in runner.modules())
+    x = torch.rand(2, 1, 40, 56) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), net(x), rtol=0, atol=1e-5)
+
+
 def test_off_by_environment_unknown_architecture_or_not_on_the_cpu(cache, monkeypatch):
     net = small_generator()
-    assert cached_runner(net, {}, torch.device("cpu")) is net  # nothing to rebuild it from
-    assert cached_runner(net, ARCH, torch.device("cpu"), bf16=True) is net
+    _runs_eagerly_like(cached_runner(net, {}, torch.device("cpu")), net)  # nothing to rebuild it from
+    assert cached_runner(net, ARCH, torch.device("cpu"), bf16=True) is net  # bfloat16 autocast: as it is
     assert cached_runner(net, ARCH, torch.device("meta")) is net
     monkeypatch.setenv("NAPARI_USPMIE_COMPILED_CACHE", "off")
-    assert cached_runner(net, ARCH, torch.device("cpu")) is net
+    _runs_eagerly_like(cached_runner(net, ARCH, torch.device("cpu")), net)
     assert not cache.exists()  # nothing was built or written
 
 
@@ -73,6 +84,8 @@ def test_cached_library_runs_every_shape_like_the_eager_network(built_library, c
     shutil.copy(library, artifact_path(artifact_key(net, ARCH)))
     runner = cached_runner(net, ARCH, torch.device("cpu"), build=False)
     assert isinstance(runner, CompiledGenerator)
+    # slices larger than a tile stream layer by layer through the library's eager network
+    assert streamable(runner) and convolution_layers(runner) == convolution_layers(net)
     with torch.no_grad():
         for shape in [(1, 1, 64, 64), (3, 1, 48, 80), (2, 1, 16, 132)]:  # dynamic batch, height and width
             x = torch.rand(shape) * 2 - 1
@@ -80,12 +93,13 @@ def test_cached_library_runs_every_shape_like_the_eager_network(built_library, c
             torch.testing.assert_close(runner(x), net(x), rtol=0, atol=1e-4)
         odd = torch.rand(1, 1, 30, 30)  # sides not multiples of 4: outside the compiled range, run eagerly
         assert not runner.fits(odd)
-        torch.testing.assert_close(runner(odd), net(odd), rtol=0, atol=0)
+        torch.testing.assert_close(runner(odd), runner.network(odd), rtol=0, atol=0)
+        torch.testing.assert_close(runner(odd), net(odd), rtol=0, atol=1e-5)
     # the default path picks it up: same result as an enhancer without the cache
     image = (np.random.default_rng(0).random((3, 50, 70)) * 1000).astype(np.int16)
     cached, eager = Enhancer(net, device="cpu", architecture=ARCH), Enhancer(net, device="cpu", cache_compiled=False)
     assert isinstance(cached.runner, CompiledGenerator) and "cached compiled" in repr(cached)
-    assert eager.runner is net
+    _runs_eagerly_like(eager.runner, net)
     np.testing.assert_allclose(cached.enhance(image), eager.enhance(image), rtol=0, atol=1)
 
 
@@ -103,7 +117,7 @@ def test_a_failing_build_leaves_a_note_and_is_not_retried(cache, monkeypatch):
     assert not library.exists() and not library.with_suffix(".lock").exists()
     assert not library.with_suffix(".weights.pt").exists()
     assert compiled_cache.start_build(net, ARCH, key) is None  # not retried
-    assert cached_runner(net, ARCH, torch.device("cpu")) is net
+    _runs_eagerly_like(cached_runner(net, ARCH, torch.device("cpu")), net)
 
 
 def test_a_stale_lock_does_not_block_the_build_forever(cache, monkeypatch):

@@ -9,10 +9,11 @@ from scipy import ndimage
 from skimage import data
 from torch import nn
 
+from napari_uspmie.inference.compilation import eager_layers
 from napari_uspmie.inference.enhancer import Enhancer
 from napari_uspmie.inference.inferer import EnhancementInferer
 from napari_uspmie.inference.layer_stream import LayerStream, convolution_layers, streamable
-from napari_uspmie.models.networks import ResnetGenerator
+from napari_uspmie.models.networks import ResizeConv2d, ResnetBlock, ResnetGenerator
 
 
 def _trained_like(net: nn.Module) -> nn.Module:
@@ -93,3 +94,46 @@ def test_band_size_does_not_change_the_result():
     with torch.no_grad():
         direct = net(x)
     assert float((one_row - direct).abs().max()) < 1e-4 and float((whole - direct).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("band_elements", [1, 700, 2**30])
+def test_resize_convolutions_stream_by_phase_bands_to_the_layer_result(band_elements):
+    # bands of one row, of a few rows, and all rows: every output row lands in its place, borders included
+    torch.manual_seed(3)
+    layer = ResizeConv2d(3, 5).eval()
+    x = torch.randn(2, 3, 7, 9)
+    with torch.no_grad():
+        want = layer(x)
+    got = LayerStream(torch.device("cpu"), band_elements=band_elements)(nn.Sequential(layer), x)
+    assert got.shape == want.shape == (2, 5, 14, 18)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_streaming_leaves_its_input_and_residual_inputs_as_they_were():
+    # norms normalise in place only maps no other layer needs: not the input, not a residual block's input
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.InstanceNorm2d(2), nn.ReflectionPad2d(1), nn.Conv2d(2, 2, 3), nn.InstanceNorm2d(2)).eval()
+    x = torch.randn(1, 2, 12, 10) * 3 + 1
+    before = x.clone()
+    with torch.no_grad():
+        want = net(x)
+    got = LayerStream(torch.device("cpu"), band_elements=16)(net, x)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    block = ResnetBlock(2).eval()
+    with torch.no_grad():
+        want = block(x)
+    got = LayerStream(torch.device("cpu"), band_elements=16)(nn.Sequential(block), x)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_the_cpu_eager_rewrites_stream_like_the_network():
+    # what the default CPU path runs (phase-filter upsampling, depthwise + sum head) streams to the same result
+    net = _trained_like(ResnetGenerator(1, 1, ngf=4, n_blocks=1, upsample="resize", residual=True))
+    fast = eager_layers(net)
+    assert fast is not net and streamable(fast) and convolution_layers(fast) == convolution_layers(net)
+    x = _camera(160)
+    whole = EnhancementInferer(tile_size=160)(x, net)
+    streamed = EnhancementInferer(tile_size=64)(x, fast)
+    assert float((streamed - whole).abs().max() * 127.5) < 0.05
