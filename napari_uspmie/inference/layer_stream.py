@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_uspmie.inference.depthwise_sum import DepthwiseSumConv2d
-from napari_uspmie.inference.phase_upsample import PhaseResizeConv2d, phase_weight
+from napari_uspmie.inference.phase_upsample import PhaseResizeConv2d, phase_weight, place_phases
 from napari_uspmie.models.networks import ResizeConv2d, ResnetBlock, ResnetGenerator
 
 __all__ = ["LayerStream", "streamable", "stream_layers", "convolution_layers"]
@@ -216,14 +216,7 @@ class LayerStream:
             band = band.to(self.device, non_blocking=True)
             with self.autocast():
                 y = F.conv2d(band, weight, bias)
-            y = y.float().to(out.device).view(n, 2, 2, o, b - a, w + 1)
-            for p in (0, 1):
-                # phase p at position k is output row 2k - p, for k in [p, h + p)
-                first, last = max(a, p), min(b, h + p)
-                if first >= last:
-                    continue
-                for q in (0, 1):
-                    out[:, :, 2 * first - p : 2 * last - p : 2, q::2] = y[:, p, q, :, first - a : last - a, q : q + w]
+            place_phases(y.float().to(out.device), out, a)
         self.layer_done()
         return out
 

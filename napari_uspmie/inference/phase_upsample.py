@@ -22,7 +22,7 @@ from torch import nn
 from napari_uspmie.inference.layer_rewrite import replace_layers
 from napari_uspmie.models.networks import ResizeConv2d
 
-__all__ = ["PhaseResizeConv2d", "phase_weight", "to_phase_upsample"]
+__all__ = ["PhaseResizeConv2d", "phase_weight", "place_phases", "to_phase_upsample"]
 
 # For output phase p (0: even, 1: odd) along one axis, the weight of 3x3 tap k on 2x2 tap a.
 # Phase 0 reads low-resolution samples (i - 1, i): tap 0 on the first, taps 1 and 2 on the second;
@@ -50,17 +50,39 @@ class PhaseResizeConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        o = self.out_channels
         # output (r, c) of the 2x2 convolution reads low-resolution rows r - 1, r and columns c - 1, c
         y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight, self.bias)
-        y = y.view(n, 2, 2, o, h + 1, w + 1)
-        # even outputs 2i take position i, odd outputs 2i + 1 position i + 1
-        rows = torch.stack([y[:, 0, :, :, :h], y[:, 1, :, :, 1:]], dim=4)  # (n, 2, o, h, 2, w + 1)
-        cols = torch.stack([rows[:, 0, ..., :w], rows[:, 1, ..., 1:]], dim=-1)  # (n, o, h, 2, w, 2)
-        return cols.reshape(n, o, 2 * h, 2 * w)
+        return place_phases(y, x.new_empty((n, self.out_channels, 2 * h, 2 * w)))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, 2x nearest + 3x3 as four 2x2 phase filters"
+
+
+def place_phases(y: torch.Tensor, out: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Write phase-filter outputs into their places of the doubled image ``out``.
+
+    Args:
+        y: ``(N, 4 O, k, W + 1)`` outputs of the phase filters (:func:`phase_weight`) at rows
+            ``first .. first + k - 1`` of their ``(H + 1, W + 1)`` grid on the replicate-padded input.
+        out: ``(N, O, 2 H, 2 W)``, written in place; even outputs ``2i`` come from grid position ``i``,
+            odd outputs ``2i + 1`` from position ``i + 1``.
+        first: the grid row of ``y``'s first row (a band of rows; 0 for the whole grid).
+
+    Returns:
+        ``out``.
+    """
+    n, o, h2, w2 = out.shape
+    h, w = h2 // 2, w2 // 2
+    y = y.view(n, 2, 2, o, y.shape[-2], w + 1)
+    stop = first + y.shape[-2]
+    for p in (0, 1):
+        # phase p at grid row k is output row 2k - p, for k in [p, h + p)
+        lo, hi = max(first, p), min(stop, h + p)
+        if lo >= hi:
+            continue
+        for q in (0, 1):
+            out[:, :, 2 * lo - p : 2 * hi - p : 2, q::2] = y[:, p, q, :, lo - first : hi - first, q : q + w]
+    return out
 
 
 def to_phase_upsample(network: nn.Module) -> nn.Module:
