@@ -27,7 +27,8 @@ install-dev: $(VENV)/.dev
 system-deps:
 	bash scripts/install_system_deps.sh
 
-demo: install
+demo: install  # the demo wants a new folder: make's own earlier demo output is replaced
+	rm -rf $(OUT)/demo
 	$(PY) -m napari_uspmie demo $(OUT)/demo
 
 lint: install-dev

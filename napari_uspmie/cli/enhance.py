@@ -36,7 +36,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``enhance`` command's arguments."""
-    from napari_uspmie.cli.options import int_range
+    from napari_uspmie.cli.options import int_range, modality_code
     from napari_uspmie.inference.checked import STRUCTURE_POLICIES
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, NIfTI, DICOM file or series folder")
@@ -65,7 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="enhance inputs outside the model's scope (modality, colour, pixel size) instead of refusing them",
     )
-    parser.add_argument("--modality", help="declare the inputs' modality (DICOM code: MR, CT, US, ...) when unknown")
+    parser.add_argument(
+        "--modality",
+        type=modality_code,
+        help="declare the inputs' modality (DICOM code: MR, CT, US, ...) when unknown",
+    )
     parser.add_argument(
         "--on-structure-loss",
         choices=STRUCTURE_POLICIES,
@@ -92,6 +96,34 @@ def _is_dir(path: Path | None) -> bool:
         return path is not None and path.is_dir()
     except OSError:
         return False
+
+
+def _input_at(target: Path, inputs: list[Path]) -> Path | None:
+    """The input of this run that writing ``target`` would replace: the same file or folder, a folder
+    holding ``target``, or a file inside the folder ``target``; ``None`` when there is none."""
+    out = _resolved(target)
+    if out is None:
+        return None
+    return next((f for f in inputs if f == out or f in out.parents or out in f.parents), None)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for f in (folder.absolute(), *folder.absolute().parents):
+        if f.exists() or f.is_symlink():
+            break
+        missing.append(f)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) that are empty: a run that wrote nothing leaves no trace."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:  # not empty (a report in it), or already gone
+            return
 
 
 def _output_for(source: Path, output_dir: str | None) -> Path:
@@ -278,12 +310,15 @@ def run(args: argparse.Namespace) -> int:
     if args.tile_size:
         options["tile_size"] = args.tile_size
     enhancer = load_enhancer(args.bundle, args.checkpoint, args.device, **options)
+    made: list[Path] = []  # folders this run creates for --output-dir, removed again if nothing is written
     if args.output_dir is not None:  # created (to test it) only once every refusal is known: device, model
+        made = _missing_folders(Path(args.output_dir))
         check_output_dir(args.output_dir)
     print(f"model: {enhancer!r}")
     failed = lost = 0
     reports: list[dict] = []
     written: dict[Path, Path] = {}  # output -> the input it came from in this run
+    inputs = [r for r in map(_resolved, sources) if r is not None]
     for source in sources:  # a missing or bad input is reported by name; the others still run
         try:
             with _library_notes() as notes:
@@ -292,6 +327,12 @@ def run(args: argparse.Namespace) -> int:
                     raise ImageWriteError(
                         f"{source}: its output {target} is also the output of {written[target.absolute()]}; "
                         "give inputs with the same name in separate runs with different --output-dir."
+                    )
+                clash = _input_at(target, inputs)
+                if clash is not None:  # inputs are never written, --overwrite or not
+                    raise ImageWriteError(
+                        f"{source}: its output {target} would replace the input {clash} of this run; "
+                        "enhance it with another --output-dir (or rename that input)."
                     )
                 result = _enhance_one(enhancer, source, target, args, notes)
         except StructureLossError as e:
@@ -320,6 +361,8 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         _write_report(args.report, enhancer, reports, args.overwrite)
     failed += lost
+    if not written:
+        _remove_empty(made)
     if failed:
         rest = "nothing was written" if failed == len(sources) else "the others were written"
         print(f"{failed} of {len(sources)} inputs failed; {rest}.", file=sys.stderr)

@@ -175,6 +175,27 @@ def _check_heatmap_target(target: Path, inputs: tuple[Path, ...], overwrite: boo
         raise ImageWriteError(f"{target}: already exists; pass --overwrite to replace it.")
 
 
+#: figure formats the heatmap overlay can be saved in (matplotlib's, chosen by the name's extension)
+HEATMAP_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf", ".svg")
+#: values of two compared images more than this many times apart in range are probably in other units
+RANGE_MISMATCH = 8.0
+
+
+def _range_note(a: np.ndarray, b: np.ndarray, paths: tuple[str, str]) -> str | None:
+    """A warning when the two images cannot be compared as they are: value ranges far apart (an 8-bit
+    and a 16-bit copy: SSIM's constants assume one range) or no structure in either."""
+    spans = [float(np.ptp(x)) for x in (a, b)]
+    if min(spans) == 0:
+        flat = " and ".join(p for p, s in zip(paths, spans, strict=True) if s == 0)
+        return f"{flat}: flat (one value), no structure to compare; LaSSIM only compares structure."
+    if max(spans) > RANGE_MISMATCH * min(spans):
+        return (
+            f"{paths[0]} spans {spans[0]:.4g} but {paths[1]} spans {spans[1]:.4g} in value: "
+            "compare them in the same units (e.g. both 8-bit) for a meaningful score."
+        )
+    return None
+
+
 def run_lassim(args: argparse.Namespace) -> int:
     """Print the LaSSIM score of two files and optionally write the heatmap overlay."""
     from napari_uspmie.io.readers import read_image
@@ -185,10 +206,17 @@ def run_lassim(args: argparse.Namespace) -> int:
             f"--level {args.level} is above --max-level {args.max_level}; the band must lie in the pyramid."
         )
     if args.heatmap:
+        if Path(args.heatmap).suffix.lower() not in HEATMAP_SUFFIXES:
+            raise ValueError(
+                f"{args.heatmap}: --heatmap writes a figure; give a name ending in {', '.join(HEATMAP_SUFFIXES)}."
+            )
         _check_heatmap_target(Path(args.heatmap), (Path(args.a), Path(args.b)), args.overwrite)
+    from napari_uspmie.inference.pipeline import check_values
+
     arrays = []
     for path in (args.a, args.b):
         array, meta = read_image(path)
+        check_values(array, path)  # NaN/Inf named with their file, not as the metric's input
         arrays.append(_scoring_array(array, meta, path))  # the last file's meta says whether it is colour
     a, b = arrays
     if a.shape != b.shape:
@@ -202,6 +230,9 @@ def run_lassim(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ValueError(f"{args.a} vs {args.b}: {e}") from e
     score, heat = result.score, result.heatmap
+    note = _range_note(a, b, (args.a, args.b))
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     lowered = (
         f"; level {args.level} does not fit {'x'.join(map(str, a.shape[-2:]))} slices"
         if result.level < args.level

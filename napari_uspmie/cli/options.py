@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_range", "float_range"]
+__all__ = ["int_range", "float_range", "MODALITY_CODES", "modality_code"]
 
 
 def int_range(low: int, high: int | None = None, multiple_of: int = 1) -> Callable[[str], int]:
@@ -50,3 +50,21 @@ def float_range(low: float, high: float, include_high: bool = True) -> Callable[
         return value
 
     return parse
+
+
+#: DICOM Modality codes (PS3.3 C.7.3.1.1.1, defined terms in current use)
+MODALITY_CODES = frozenset(
+    "AR ASMT AU BDUS BI BMD CR CT DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO LEN LS MG MR "
+    "M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTPLAN "
+    "RTRECORD RTSTRUCT RWV SEG SM SMR SR SRF STAIN TG US VA XA XC".split()
+)
+
+
+def modality_code(text: str) -> str:
+    """An argparse ``type`` accepting a DICOM Modality code (any case), returned upper-case."""
+    code = text.strip().upper()
+    if code not in MODALITY_CODES:
+        raise argparse.ArgumentTypeError(
+            f"must be a DICOM Modality code such as MR, CT, US, XC (endoscopy photo) or OP, got {text!r}"
+        )
+    return code

@@ -179,8 +179,12 @@ def load_generator(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         net = ResnetGenerator(**architecture)
         net.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit ResnetGenerator({architecture}); the weights look like {inferred}. "
-            f"Fix {MODEL_CONFIG} or the checkpoint's network_def_kwargs. ({str(e).splitlines()[0]})"
-        ) from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = (lines[1] if len(lines) > 1 else lines[0])[:200]  # torch's first line is a header
+        hint = (
+            f"the weights look like {inferred}; fix {MODEL_CONFIG} or the checkpoint's network_def_kwargs"
+            if inferred != architecture
+            else "the checkpoint is damaged or holds another network; retrain or re-export it"
+        )
+        raise CheckpointError(f"{path}: weights do not fit ResnetGenerator({architecture}) ({detail}); {hint}.") from e
     return net.eval(), architecture

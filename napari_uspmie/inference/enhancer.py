@@ -334,7 +334,7 @@ def load_enhancer(
         if not weights.is_file():
             raise CheckpointError(
                 f"{models}: no trained weights (model.pt or model.ts). Train the model (see the bundle's "
-                "docs/README.md) or pass checkpoint=."
+                "docs/README.md) or give trained weights (--checkpoint on the command line, checkpoint= in Python)."
             )
     network, architecture = load_generator(weights)
     metadata = read_metadata(bundle)

@@ -9,6 +9,7 @@ and detail finer than the model's pixels, which the round trip would blur, is ke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,14 +38,23 @@ def resample_factors(
     """Size factors ``(rows, columns)`` that bring pixels of ``spacing`` to ``model_spacing``.
 
     Returns:
-        ``None`` when either is unknown or they agree within :data:`SPACING_TOLERANCE`.
+        ``None`` when either is unknown (absent, or not positive finite numbers: a broken header
+        must not resample slices to nothing) or they agree within :data:`SPACING_TOLERANCE`.
     """
-    if spacing is None or model_spacing is None:
+    if not (_known(spacing) and _known(model_spacing)):
         return None
     factors = (float(spacing[0]) / float(model_spacing[0]), float(spacing[1]) / float(model_spacing[1]))
     if all(abs(f - 1.0) <= SPACING_TOLERANCE for f in factors):
         return None
     return factors
+
+
+def _known(spacing: Sequence[float] | None) -> bool:
+    """Whether ``spacing`` holds two pixel sizes that can be resampled from or to."""
+    if spacing is None or len(spacing) < 2:
+        return False
+    sizes = [float(s) for s in spacing[:2]]
+    return all(math.isfinite(s) and s > 0 for s in sizes)
 
 
 def resample_factors_of(x: object) -> tuple[float, float] | None:

@@ -51,7 +51,8 @@ def check_values(array: np.ndarray, source: object | None = None) -> np.ndarray:
         source: file or layer name for the messages.
 
     Raises:
-        InvalidImageError: empty, complex, non-numeric, or holding NaN/Inf values.
+        InvalidImageError: empty, complex, non-numeric, holding NaN/Inf values or values beyond
+            float32's range.
     """
     array = np.asarray(array)
     if array.dtype.kind not in "biuf" or array.size == 0:
@@ -63,6 +64,16 @@ def check_values(array: np.ndarray, source: object | None = None) -> np.ndarray:
         raise InvalidImageError(
             _named(source, f"image holds {bad} NaN/Inf values; replace them (e.g. with the background value).")
         )
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:  # the network computes in float32
+        largest = float(np.abs(array).max())
+        if largest > np.finfo(np.float32).max:
+            raise InvalidImageError(
+                _named(
+                    source,
+                    f"values reach {largest:.3g}, beyond the float32 range (3.4e38) the enhancement computes in; "
+                    "rescale the image (e.g. to its physical units) first.",
+                )
+            )
     return array
 
 
@@ -146,7 +157,8 @@ def restore_values(
         channel_axis: the channel axis of ``unit`` and ``source``.
 
     Raises:
-        InvalidImageError: the network produced NaN/Inf values (broken weights); nothing is written.
+        InvalidImageError: the network produced NaN/Inf values, or one value everywhere from an input
+            with structure (broken weights); nothing is written.
     """
     if not np.isfinite(unit).all():
         raise InvalidImageError(
@@ -154,6 +166,11 @@ def restore_values(
             "Check the checkpoint, or run on the CPU in float32 (no amp/bf16)."
         )
     colour = unit.shape[channel_axis]
+    if unit.size and np.ptp(unit) == 0 and np.ptp(np.take(source, range(colour), axis=channel_axis)) > 0:
+        raise InvalidImageError(  # one value everywhere from an image with structure: a broken model, not a result
+            f"the network turned an image with structure into a flat one (every value {float(unit.flat[0]):g}); "
+            "no output was written. Check the checkpoint (broken or incompatible weights)."
+        )
     values = mapping.from_unit(unit, np.take(source, range(colour), axis=channel_axis), keep_range)
     if source.shape[channel_axis] == colour:
         return values

@@ -7,7 +7,9 @@ stacked slices first: the volume is ``(D, H, W)`` = (slice, row, column).
 
 Geometry is returned as a 4x4 affine from the array index ``(k, i, j)`` to patient
 coordinates in **RAS** millimetres (DICOM's LPS with x and y negated), the convention of
-NIfTI, nibabel and MONAI. Works with pydicom 2 and 3.
+NIfTI, nibabel and MONAI; ``None`` (with ``meta["geometry_problem"]`` saying why) when the pixel
+spacing or the orientation is unusable. Series with a cut, missing or odd slice are refused
+(:mod:`napari_uspmie.io.series_checks`). Works with pydicom 2 and 3.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_uspmie.errors import ImageReadError
+from napari_uspmie.io.series_checks import check_members_readable, check_no_gaps, check_stackable, is_damaged_image
 
 __all__ = [
     "LPS_TO_RAS",
@@ -31,10 +34,15 @@ __all__ = [
     "read_dicom_series",
     "read_series_headers",
     "dicom_affine",
+    "UNIT_TOLERANCE",
 ]
 
 #: flips x and y: DICOM patient coordinates (LPS) <-> RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: largest departure of ImageOrientationPatient's vectors from unit length and perpendicularity
+#: (scanners write them rounded to a few decimals)
+UNIT_TOLERANCE = 1e-3
 
 
 def _pydicom():
@@ -67,31 +75,36 @@ def read_dicom_header(path: Path):
 
 
 def find_series(folder: str | os.PathLike) -> tuple[dict[str, list], list[str]]:
-    """Group the DICOM image files directly inside ``folder`` by ``SeriesInstanceUID``.
-
-    Args:
-        folder: a folder of DICOM files (not searched recursively).
+    """Group the DICOM image files directly inside ``folder`` (not its subfolders) by ``SeriesInstanceUID``.
 
     Returns:
         ``(series, skipped)``: ``series`` maps each SeriesInstanceUID to a list of
         ``(path, header)`` pairs (headers read without pixel data), ``skipped`` names the
-        files that are not DICOM images (other files, DICOMDIR, reports without pixels).
+        files that are not DICOM images (other files, DICOMDIR, reports, files cut short).
 
     Raises:
         ImageReadError: a file claims to be DICOM but its header is corrupt.
     """
+    series, skipped, _ = _scan(Path(folder))
+    return series, skipped
+
+
+def _scan(folder: Path) -> tuple[dict[str, list], list[str], list[tuple[str, str | None]]]:
+    """:func:`find_series`, and the skipped image files cut short or damaged as ``(name, SeriesInstanceUID)``."""
     series: dict[str, list] = {}
     skipped: list[str] = []
-    for path in sorted(Path(folder).iterdir()):
+    damaged: list[tuple[str, str | None]] = []
+    for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
         ds = read_dicom_header(path)
         if ds is None or "Rows" not in ds:  # DICOMDIR, reports, presentation states: no image
             skipped.append(str(path))
+            if ds is not None and is_damaged_image(ds):
+                damaged.append((path.name, str(ds.SeriesInstanceUID) if "SeriesInstanceUID" in ds else None))
             continue
-        uid = str(ds.get("SeriesInstanceUID", "unknown"))
-        series.setdefault(uid, []).append((path, ds))
-    return series, skipped
+        series.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append((path, ds))
+    return series, skipped, damaged
 
 
 def _numbers(ds, keyword: str) -> list[float] | None:
@@ -124,22 +137,38 @@ def _number(ds, keyword: str) -> float | None:
     return values[0] if values else None
 
 
-def _orientation(ds) -> tuple[np.ndarray, np.ndarray]:
-    """Row direction (increasing column index) and column direction (increasing row index), LPS."""
+def _orientation(ds) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """Row direction (increasing column index) and column direction (increasing row index), LPS.
+
+    Returns:
+        ``((row, column), None)``, the axes of the array when the element is absent, or
+        ``(None, why)`` when it is not two perpendicular unit vectors (within :data:`UNIT_TOLERANCE`).
+    """
     iop = _numbers(ds, "ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
-        return np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    iop = np.asarray(iop)
-    return iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    if iop is None:
+        return (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])), None
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    unit = len(iop) == 6 and all(abs(np.linalg.norm(v) - 1.0) <= UNIT_TOLERANCE for v in (row, col))
+    if not unit or abs(float(np.dot(row, col))) > UNIT_TOLERANCE:
+        text = "\\".join(f"{v:g}" for v in iop)
+        return None, f"ImageOrientationPatient is '{text}', not two perpendicular unit vectors"
+    return (row / np.linalg.norm(row), col / np.linalg.norm(col)), None
 
 
-def _pixel_spacing(ds) -> tuple[float, float]:
-    """(row spacing, column spacing) in mm: PixelSpacing, else ImagerPixelSpacing, else 1."""
+def _pixel_spacing(ds) -> tuple[tuple[float, float] | None, str | None]:
+    """(row spacing, column spacing) in mm from PixelSpacing, else ImagerPixelSpacing.
+
+    Returns:
+        ``((row, column), None)``, or ``(None, why)`` when absent or not two positive numbers.
+    """
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
         ps = _numbers(ds, tag)
-        if ps is not None and len(ps) == 2:
-            return ps[0], ps[1]
-    return 1.0, 1.0
+        if ps is not None and len(ps) == 2 and min(ps) > 0:
+            return (ps[0], ps[1]), None
+        if ps is not None:
+            text = "\\".join(f"{v:g}" for v in ps)
+            return None, f"{tag} is '{text}', not two positive numbers"
+    return None, "no PixelSpacing"
 
 
 def _position(ds) -> np.ndarray | None:
@@ -147,19 +176,22 @@ def _position(ds) -> np.ndarray | None:
     return None if ipp is None or len(ipp) != 3 else np.asarray(ipp)
 
 
-def dicom_affine(headers: Sequence) -> tuple[np.ndarray, tuple[float, ...], bool]:
+def dicom_affine(headers: Sequence) -> tuple[np.ndarray | None, tuple[float, ...], bool]:
     """Affine of slices already sorted along the normal.
 
     Args:
         headers: pydicom datasets of the slices in array order.
 
     Returns:
-        ``(affine, spacing, uniform)``: the RAS 4x4 affine of index ``(k, i, j)``, the spacing
-        ``(slice, row, column)`` in mm and whether the slice spacing is uniform (within 1%).
+        ``(affine, spacing, uniform)``: the RAS 4x4 affine of index ``(k, i, j)`` (``None`` when
+        the first header's orientation or pixel spacing is unusable), the spacing ``(slice, row,
+        column)`` in mm (1 where unknown) and whether the slice spacing is uniform (within 1%).
     """
     first = headers[0]
-    row_dir, col_dir = _orientation(first)
-    dr, dc = _pixel_spacing(first)
+    directions, _ = _orientation(first)
+    pixel, _ = _pixel_spacing(first)
+    row_dir, col_dir = directions or (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+    dr, dc = pixel or (1.0, 1.0)
     normal = np.cross(row_dir, col_dir)
     p0 = _position(first)
     p_last = _position(headers[-1])
@@ -176,12 +208,12 @@ def dicom_affine(headers: Sequence) -> tuple[np.ndarray, tuple[float, ...], bool
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = step, col_dir * dr, row_dir * dc, origin
     spacing = (float(np.linalg.norm(step)), dr, dc)
-    return LPS_TO_RAS @ lps, spacing, uniform
+    return (LPS_TO_RAS @ lps if directions and pixel else None), spacing, uniform
 
 
 def _sort_slices(items: list) -> list:
-    """Sort ``(path, header)`` pairs by position along the normal (InstanceNumber when absent)."""
-    row_dir, col_dir = _orientation(items[0][1])
+    """Sort ``(path, header)`` pairs (of a usable orientation) by position along the normal, else InstanceNumber."""
+    row_dir, col_dir = _orientation(items[0][1])[0]
     normal = np.cross(row_dir, col_dir)
 
     def key(item):
@@ -198,6 +230,8 @@ def _sort_slices(items: list) -> list:
             f"{items[0][0].parent}: {dup} image(s) share a slice position with another; the series holds "
             "several echoes, phases or time points, which cannot be stacked into one volume."
         )
+    if _position(items[0][1]) is not None:
+        check_no_gaps(items[0][0].parent, [p.name for p, _ in items], keys)
     return items
 
 
@@ -279,18 +313,24 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     else:
         meta["spacing"] = spacing
         meta["number_of_frames"] = frames
-    meta.update(format="dicom", affine=affine)
+    meta.update(format="dicom", affine=affine, geometry_problem=_geometry_problem(header))
     return array, meta
+
+
+def _geometry_problem(ds) -> str | None:
+    """Why the header's geometry is unusable (the affine is then ``None``); ``None`` when usable."""
+    return _orientation(ds)[1] or _pixel_spacing(ds)[1]
 
 
 def read_series_headers(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[list, list[str]]:
     """Sorted ``(path, header)`` pairs of the one series in ``folder`` and the skipped files.
 
     Raises:
-        ImageReadError: no DICOM images, several series without ``series_uid``, or duplicate positions.
+        ImageReadError: no DICOM images, several series without ``series_uid``, an image file cut
+            short, slices of different sizes or orientations, duplicate positions or a gap.
     """
     folder = Path(folder)
-    series, skipped = find_series(folder)
+    series, skipped, damaged = _scan(folder)
     if series_uid is not None:
         if series_uid not in series:
             raise ImageReadError(f"{folder}: no series with SeriesInstanceUID {series_uid}.")
@@ -304,9 +344,19 @@ def read_series_headers(folder: str | os.PathLike, series_uid: str | None = None
         )
         raise ImageReadError(
             f"{folder}: holds {len(series)} DICOM series ({desc}); put each series in its own folder "
-            "or pass series_uid."
+            "(from Python: pass series_uid)."
         )
-    return _sort_slices(next(iter(series.values()))), skipped
+    uid, items = next(iter(series.items()))
+    check_members_readable(folder, [name for name, owner in damaged if owner in (None, uid)])
+    check_stackable(
+        folder,
+        [p.name for p, _ in items],
+        sizes=[(int(ds.Rows), int(ds.Columns)) for _, ds in items],
+        orientations=[_numbers(ds, "ImageOrientationPatient") for _, ds in items],
+        orientation_problem=_orientation(items[0][1])[1],
+        placed=[_position(ds) is not None for _, ds in items],
+    )
+    return _sort_slices(items), skipped
 
 
 def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, dict]:
@@ -321,13 +371,15 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         ``(volume, meta)``; values have RescaleSlope/Intercept applied (Hounsfield units for CT).
 
     Raises:
-        ImageReadError: see :func:`read_series_headers`, plus unreadable pixels or slices of
-            different sizes.
+        ImageReadError: see :func:`read_series_headers`, plus unreadable pixels.
     """
     items, skipped = read_series_headers(folder, series_uid)
     files = [p for p, _ in items]
     headers = [ds for _, ds in items]  # read without pixel data: the pixels live in the array only
-    pixels = [_decode(p)[1] for p in files]
+    try:
+        pixels = [_decode(p)[1] for p in files]
+    except ImageReadError as e:  # the file's own message, and what it means for the series
+        raise ImageReadError(f"{e} It is a slice of {folder}: copy or export the whole series again.") from e
     shapes = {px.shape for px in pixels}
     if len(shapes) > 1:
         raise ImageReadError(f"{folder}: slices have different sizes {sorted(shapes)}.")
@@ -340,4 +392,5 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
         warnings.warn(f"{folder}: slice spacing is not uniform; the affine uses the mean spacing.", stacklevel=2)
     meta = _common_meta(headers, files, stored_dtype, params)
     meta.update(format="dicom-series", affine=affine, spacing=spacing, uniform_spacing=uniform, skipped_files=skipped)
+    meta["geometry_problem"] = _geometry_problem(headers[0])
     return array, meta

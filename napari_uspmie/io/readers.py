@@ -19,7 +19,10 @@ Metadata keys, always present:
 column) to world coordinates in **RAS** mm (as nibabel and MONAI; DICOM's LPS has x and y
 negated); a 2D DICOM image is slice ``k = 0`` of that volume. ``origin`` (RAS position of the
 first voxel) and ``direction`` (3x3, column ``n`` = RAS unit vector of array axis ``n``) come with
-it. Plain images (PNG, JPEG, TIFF) have ``affine = None``.
+it. Plain images (PNG, JPEG, TIFF) have ``affine = None``; so have NIfTI and DICOM files whose
+geometry is unusable (a singular or non-finite affine, zero or negative voxel sizes, no DICOM
+PixelSpacing, a degenerate ImageOrientationPatient): ``geometry_problem`` says why (``None`` when
+usable), a warning names the file, and their spacing is 1 per axis, as for plain pictures.
 
 Format-specific keys: ``nifti_header`` (nibabel header, for writing) and ``qform_code``/``sform_code``;
 ``dicom_datasets`` (pydicom headers without pixels, in array order), ``dicom_files``,
@@ -29,7 +32,9 @@ in a series folder); ``mode`` (PIL mode), ``tiff_axes``, ``compression``, ``phot
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,13 @@ IMAGE_SUFFIXES = {
     ".dcm": "dicom",
     ".dicom": "dicom",
     ".ima": "dicom",
+}
+
+#: how each format's unusable geometry is corrected, for the warning that says it is taken as unknown
+_GEOMETRY_FIX = {
+    "nifti": "set a valid sform or voxel size (e.g. with nibabel's set_sform or set_zooms)",
+    "dicom": "correct that element (e.g. with dcmodify)",
+    "dicom-series": "correct that element in every slice (e.g. with dcmodify)",
 }
 
 #: affine factor reversing the order of three array axes, ``(i, j, k) <-> (k, j, i)``: NIfTI's and
@@ -142,6 +154,12 @@ def read_image(path: str | os.PathLike, *, series_uid: str | None = None) -> tup
         array, meta = _read_pil(path, fmt)
     if array.dtype.byteorder == (">" if np.little_endian else "<"):  # big-endian NIfTI/TIFF/PNG data
         array = array.astype(array.dtype.newbyteorder("="))
+    if meta.get("geometry_problem"):
+        warnings.warn(
+            f"{path}: {meta['geometry_problem']}; geometry taken as unknown: enhanced at the image's own pixels, "
+            f"without resampling; {_GEOMETRY_FIX[meta['format']]} to enhance at the model's pixel size.",
+            stacklevel=2,
+        )
     return array, _complete(array, meta, path)
 
 
@@ -172,9 +190,17 @@ def _complete(array: np.ndarray, meta: dict, path: Path) -> dict:
     return meta
 
 
+def _not_pixdim_fix(record: logging.LogRecord) -> bool:
+    """Log filter dropping nibabel's note that it replaced zero or negative pixdims: it names no file,
+    and :func:`_nifti_geometry` says what that means for the image."""
+    return not record.getMessage().startswith("pixdim[1,2,3]")
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     import nibabel as nib
 
+    nibabel_log = logging.getLogger("nibabel.global")
+    nibabel_log.addFilter(_not_pixdim_fix)
     try:
         img = nib.load(str(path))
         hdr = img.header
@@ -188,10 +214,13 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         data = np.asanyarray(img.dataobj)
         if scaled and data.dtype.kind != "f":
             data = data.astype(np.float32)
+        affine, problem = _nifti_geometry(path, img)
     except ImageReadError:
         raise
     except Exception as e:  # nibabel, gzip and zlib raise assorted errors on broken files
         raise ImageReadError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e}).") from e
+    finally:
+        nibabel_log.removeFilter(_not_pixdim_fix)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -207,17 +236,46 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
         raise ImageReadError(
             f"{path}: complex voxels ({data.dtype}); enhance the magnitude image instead (e.g. abs() of the data)."
         )
-    affine = img.affine @ REVERSE_AXES
     return np.ascontiguousarray(data.transpose(2, 1, 0)), {
         "format": "nifti",
         "affine": affine,
-        "spacing": tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)),
+        "geometry_problem": problem,
+        "spacing": (1.0,) * 3 if affine is None else tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)),
         "nifti_header": hdr.copy(),
         "qform_code": int(hdr["qform_code"]),
         "sform_code": int(hdr["sform_code"]),
         "stored_dtype": str(hdr.get_data_dtype()),
         "has_channels": False,
     }
+
+
+def _nifti_geometry(path: Path, img) -> tuple[np.ndarray | None, str | None]:
+    """nibabel's affine of ``img`` in the package's index order ``(k, i, j)``, or ``(None, why)``.
+
+    Unusable: a singular or non-finite matrix, or voxel sizes stored as zero or negative, which
+    nibabel silently makes 1 or positive (and tools that trust pixdim over the sform read nonsense).
+    """
+    from nibabel.openers import ImageOpener
+
+    hdr = img.header
+    source = "sform" if hdr["sform_code"] > 0 else ("qform" if hdr["qform_code"] > 0 else "voxel size (pixdim)")
+    n = min(int(hdr["dim"][0]), 3)
+    with ImageOpener(str(path)) as f:  # the header as stored, before nibabel's fixes
+        stored = type(hdr).from_fileobj(f, check=False)["pixdim"][1 : 1 + n]
+    if not np.all(stored > 0):  # NaN fails too
+        fixed = _by(hdr["pixdim"][1 : 1 + n])
+        return None, f"pixdim (voxel size) {_by(stored)} is not positive (the output's header gets {fixed})"
+    if not np.isfinite(img.affine).all():
+        return None, f"its {source} holds NaN or infinite values"
+    singular = np.linalg.svd(img.affine[:3, :3], compute_uv=False)
+    if singular[-1] <= 1e-6 * max(singular[0], 1e-30):  # a voxel axis of (almost) zero length in the world
+        return None, f"its {source} is singular (voxel axes {_by(np.linalg.norm(img.affine[:3, :3], axis=0))} mm long)"
+    return img.affine @ REVERSE_AXES, None
+
+
+def _by(values) -> str:
+    """``1 x 0.5 x 3``: sizes as the messages show them."""
+    return " x ".join(f"{float(v):g}" for v in values)
 
 
 def nifti_volume_shape(path: str | os.PathLike) -> tuple[int, ...]:

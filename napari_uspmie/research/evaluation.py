@@ -34,6 +34,7 @@ from napari_uspmie.inference.checkpoint import load_generator
 from napari_uspmie.inference.inferer import pad_for_network
 from napari_uspmie.inference.margin import DEFAULT_MARGIN, add_margin
 from napari_uspmie.inference.scope import ModelScope, read_metadata, scope_problems
+from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, ssim_map
@@ -343,12 +344,20 @@ def evaluation_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def load_generators(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, torch.nn.Module]:
-    """The ``--model NAME=PATH`` generators, after checking that the dataset has held-out data.
+    """The ``--model NAME=PATH`` generators, after checking that the dataset has held-out data and
+    that the ``--out`` report's folder exists (it is made here, before the long evaluation).
 
-    Exits (status 2, through ``parser``) on a dataset without ``heldout/`` or a malformed ``--model``.
+    Exits (status 2, through ``parser``) on a dataset without ``heldout/``, a malformed ``--model``
+    or an ``--out`` whose folder cannot be made.
     """
     if not (Path(args.dataset_dir) / "heldout").is_dir():
         parser.exit(2, f"error: {args.dataset_dir}: no held-out data (heldout/); build it with build-mri-dataset.\n")
+    if args.out:
+        folder = Path(args.out).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.exit(2, f"error: {args.out}: cannot make its folder {folder} ({e.strerror}); pick another --out.\n")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     gens = {}
     for spec in args.model:
@@ -367,13 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate(args.dataset_dir, gens, every=args.every)
     table = format_markdown(summarize(result), result)
     print(table)
-    if args.out:
+    if args.out:  # a rerun replaces its own report, through a temporary name
         out = Path(args.out)
-        out.write_text(table)
+        with staged_output(out, overwrite=True) as tmp:
+            tmp.write_text(table)
         if gens:
             save_case_figures(result, list(gens)[-1], out.with_suffix(""))
         result.pop("examples")
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        with staged_output(out.with_suffix(".json"), overwrite=True) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -16,12 +16,16 @@ Each image's random displacement field is seeded by the run's seed and the image
 result does not depend on which other images are in the folder. Report files:
 ``scores.csv`` (per image and setting), ``jsd.csv`` and ``report.md`` (per metric and
 setting), ``density_Mdef_Hblur.png`` (the paper's panel: medium deformation, high blur) and
-``density_grid.png`` (all nine settings).
+``density_grid.png`` (all nine settings). The report folder must be new or empty (``--overwrite``:
+or hold an earlier report alone); it is checked before any image is scored, written under a
+temporary name and renamed into place. Images that cannot be used are named on one ``error:``
+line each, the report covers the others, and the command then exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -31,7 +35,7 @@ import torch
 
 from napari_uspmie.metric.lassim import lassim, ssim_map, to_gray
 from napari_uspmie.research.degradations import box_blur, elastic_deform, elastic_displacement
-from napari_uspmie.research.lassim_validation_report import write_report
+from napari_uspmie.research.lassim_validation_report import check_output_folder, is_report_file, write_report
 
 __all__ = [
     "BLUR_SIZES",
@@ -228,13 +232,15 @@ def run_experiment(
     sigma: float = SIGMA,
     progress: bool = True,
     threads: int | None = 1,
+    overwrite: bool = False,
 ) -> dict:
     """Run the experiment over ``sources`` and write the report into ``out_dir``.
 
     Unreadable or unusable images are skipped and listed (name and reason) in the report.
     ``threads`` sets torch's intra-op threads while scoring (restored afterwards): the per-image
     tensors are small, and one thread avoids the heavy slowdown of oversubscribed shared CPUs;
-    ``None`` keeps the current setting.
+    ``None`` keeps the current setting. ``out_dir`` must be absent or empty, or with ``overwrite``
+    hold an earlier report alone; that is checked before any image is scored.
 
     Returns:
         A summary: ``images`` (names used), ``skipped`` (``(name, reason)`` pairs), ``jsd``
@@ -242,6 +248,7 @@ def run_experiment(
 
     Raises:
         ValueError: no usable image, or an image size too small for ``level``.
+        ImageWriteError: ``out_dir`` is a file, holds other files, or cannot be written.
     """
     from tqdm.auto import tqdm
 
@@ -249,6 +256,7 @@ def run_experiment(
 
     if size < min_size_for_level(level):
         raise ValueError(f"--size {size} is too small for LaSSIM level {level} (minimum {min_size_for_level(level)}).")
+    check_output_folder(out_dir, "lassim-experiment", overwrite, is_report_file)
     sources = list(sources)[:limit] if limit else list(sources)
     names: list[str] = []
     results: list[dict[str, np.ndarray]] = []
@@ -277,36 +285,70 @@ def run_experiment(
         reasons = "; ".join(f"{n}: {r}" for n, r in skipped[:5])
         raise ValueError(f"no usable image among {len(sources)} file(s)" + (f" ({reasons})" if reasons else "") + ".")
     settings = {"size": size, "level": level, "seed": seed, "sigma": sigma}
-    return write_report(out_dir, names, results, skipped, blur_sizes, alphas, settings)
+    return write_report(out_dir, names, results, skipped, blur_sizes, alphas, settings, overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``python -m napari_uspmie lassim-experiment``."""
+    from napari_uspmie.cli.options import float_range, int_range
+
     parser.add_argument("folder", nargs="?", help="folder of images (searched recursively)")
     parser.add_argument("--builtin", action="store_true", help="use images shipped in installed packages instead")
-    parser.add_argument("--out", required=True, help="report folder (created)")
-    parser.add_argument("--size", type=int, default=320, help="images are resized to SIZE x SIZE (default 320)")
-    parser.add_argument("--level", type=int, default=3, help="LaSSIM pyramid level (default 3)")
-    parser.add_argument("--sigma", type=float, default=SIGMA, help=f"elastic smoothness in pixels (default {SIGMA})")
-    parser.add_argument("--limit", type=int, default=None, help="use at most N images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the deformations (default 0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads while scoring (default 1; 0: torch's)")
+    parser.add_argument("--out", required=True, help="report folder (created; must be new or empty)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier report in --out (never other files)"
+    )
+    parser.add_argument(
+        "--size", type=int_range(16, 4096), default=320, help="images are resized to SIZE x SIZE (default 320)"
+    )
+    parser.add_argument("--level", type=int_range(0, 8), default=3, help="LaSSIM pyramid level, 0-8 (default 3)")
+    parser.add_argument(
+        "--sigma", type=float_range(0.1, 64.0), default=SIGMA, help=f"elastic smoothness in pixels (default {SIGMA})"
+    )
+    parser.add_argument("--limit", type=int_range(1), default=None, help="use at most N images")
+    parser.add_argument("--seed", type=int_range(0), default=0, help="seed of the deformations (default 0)")
+    parser.add_argument(
+        "--threads", type=int_range(0), default=1, help="torch threads while scoring (default 1; 0: torch's)"
+    )
     return parser
 
 
+def _check_out_outside(folder: Path, out: Path) -> None:
+    """Refuse a report folder inside the image folder: a later run would score the report's own plots."""
+    from napari_uspmie.errors import ImageWriteError
+
+    try:
+        images, target = folder.resolve(), out.resolve()
+    except (RuntimeError, OSError):  # a link loop: the output check names it
+        return
+    if target == images or images in target.parents:
+        raise ImageWriteError(f"{out}: is inside the image folder {folder}; choose a report folder outside it.")
+
+
+def _naming(path: str, reason: str) -> str:
+    """``reason``, starting with ``path`` unless it names the file already (the readers' errors do)."""
+    return reason if path in reason else f"{path}: {reason}"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the command from parsed arguments; print where the report is."""
+    """Run the command from parsed arguments; print where the report is.
+
+    Returns:
+        0; 1 when some image could not be used: each is named on one ``error:`` line and the report
+        covers the others (the convention of the ``enhance`` command).
+    """
     if bool(args.folder) == bool(args.builtin):
         raise ValueError("give either a folder of images or --builtin (not both).")
     if args.builtin:
-        sources = builtin_sources()
+        sources, root = builtin_sources(), None
     else:
-        folder = Path(args.folder)
-        if not folder.is_dir():
-            raise ValueError(f"{folder}: not a folder.")
-        sources = folder_sources(folder)
+        root = Path(args.folder)
+        if not root.is_dir():
+            raise ValueError(f"{root}: not a folder; give lassim-experiment a folder of images, or --builtin.")
+        _check_out_outside(root, Path(args.out))
+        sources = folder_sources(root)
         if not sources:
-            raise ValueError(f"{folder}: no image files (PNG, JPEG, TIFF, BMP, NIfTI, DICOM) found.")
+            raise ValueError(f"{root}: no image files (PNG, JPEG, TIFF, BMP, NIfTI, DICOM) found.")
     summary = run_experiment(
         sources,
         args.out,
@@ -316,9 +358,18 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         sigma=args.sigma,
         threads=args.threads or None,
+        overwrite=args.overwrite,
     )
     for name, reason in summary["skipped"]:
-        print(f"skipped {name}: {reason}")
+        print(f"error: {_naming(str(root / name) if root else name, ' '.join(reason.split()))}", file=sys.stderr)
     print(summary["table"])
     print(f"{len(summary['images'])} images; report written to {summary['files']['report']}")
-    return 0
+    if not summary["skipped"]:
+        return 0
+    total = len(summary["images"]) + len(summary["skipped"])
+    print(
+        f"{len(summary['skipped'])} of {total} images could not be used and are left out of the report; "
+        "fix or remove them and run again.",
+        file=sys.stderr,
+    )
+    return 1

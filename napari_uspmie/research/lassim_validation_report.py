@@ -8,19 +8,23 @@ bits, so it lies in ``[0, 1]``: 0 for identical distributions, 1 for disjoint on
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from napari_uspmie.errors import ImageWriteError
+from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.figures import kde_density, save_density_grid
 
-__all__ = ["LEVEL_NAMES", "jensen_shannon", "write_report"]
+__all__ = ["LEVEL_NAMES", "REPORT_FILES", "jensen_shannon", "is_report_file", "check_output_folder", "write_report"]
 
 METRICS = ("ssim", "lassim")
 METRIC_LABELS = {"ssim": "SSIM", "lassim": "LaSSIM"}
 #: Low / medium / high, by position in the settings (the paper's names).
 LEVEL_NAMES = ("L", "M", "H")
+#: What a report folder holds; ``--overwrite`` replaces a folder that holds nothing else.
+REPORT_FILES = ("scores.csv", "jsd.csv", "report.md", "density_Mdef_Hblur.png", "density_grid.png")
 
 
 def jensen_shannon(a: np.ndarray, b: np.ndarray, points: int = 2048) -> float:
@@ -32,17 +36,77 @@ def jensen_shannon(a: np.ndarray, b: np.ndarray, points: int = 2048) -> float:
     grid = np.linspace(both.min() - 4 * spread, both.max() + 4 * spread, points)
     p, q = kde_density(a, grid), kde_density(b, grid)
     p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
 
-    def kl(u: np.ndarray) -> float:
+    def kl_to_mixture(u: np.ndarray, v: np.ndarray) -> float:
+        # u / m written as 2u / (u + v): the mixture m = (u + v) / 2 itself underflows to 0 where u
+        # is the smallest subnormal and v is 0, which made the ratio infinite and the divergence 1.
         keep = u > 0
-        return float(np.sum(u[keep] * np.log2(u[keep] / m[keep])))
+        return float(np.sum(u[keep] * np.log2(2 * u[keep] / (u[keep] + v[keep]))))
 
-    return float(np.clip(0.5 * kl(p) + 0.5 * kl(q), 0.0, 1.0))
+    return float(np.clip(0.5 * kl_to_mixture(p, q) + 0.5 * kl_to_mixture(q, p), 0.0, 1.0))
 
 
 def _level_name(index: int, count: int) -> str:
     return LEVEL_NAMES[index] if count == len(LEVEL_NAMES) else str(index + 1)
+
+
+def is_report_file(path: Path) -> bool:
+    """Whether ``path`` is a file that :func:`write_report` writes (an earlier report's, in its folder)."""
+    return path.name in REPORT_FILES
+
+
+def check_output_folder(
+    path: str | Path, command: str, overwrite: bool = False, owned: Callable[[Path], bool] | None = None
+) -> bool:
+    """Refuse, before any work, an output folder that a command could not publish whole.
+
+    Commands write their folder under a temporary name and rename it into place
+    (:func:`napari_uspmie.io.atomic.staged_output`), so ``path`` must be absent or an empty folder,
+    or, with ``overwrite``, hold only files that ``owned`` recognises as the command's earlier
+    outputs. Its parent folders are created.
+
+    Args:
+        path: the output folder.
+        command: the command's name, for the messages.
+        overwrite: the user allowed replacing the command's earlier outputs.
+        owned: whether a file is an earlier output of the command; ``None``: none is.
+
+    Returns:
+        Whether the folder exists (then empty, or all owned): ``staged_output``'s ``overwrite``.
+
+    Raises:
+        ImageWriteError: ``path`` is not a folder, holds other files, or cannot be written there.
+    """
+    from napari_uspmie.io.writers import check_output_dir
+
+    out = Path(path)
+    try:
+        exists = out.is_dir()
+        if not exists and (out.exists() or out.is_symlink()):
+            raise ImageWriteError(f"{out}: exists and is not a folder; give {command} the name of a new folder.")
+        foreign = _foreign(out, owned if overwrite else None) if exists else []
+    except OSError as e:  # a folder on the way that cannot be searched
+        raise ImageWriteError(f"{out}: cannot be used as an output folder ({e.strerror or e}).") from e
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ImageWriteError(f"{out}: already holds {shown}; {_existing_folder_fix(command, overwrite, owned)}")
+    try:
+        check_output_dir(out.parent)  # the temporary folder is made there: test it now, not after the work
+    except ImageWriteError as e:
+        raise ImageWriteError(f"{out}: cannot be made there; {e}") from e
+    return exists
+
+
+def _foreign(folder: Path, owned: Callable[[Path], bool] | None) -> list[str]:
+    """Names in ``folder`` that are not plain files recognised by ``owned`` (as ``staged_output`` judges)."""
+    return sorted(p.name for p in folder.iterdir() if not (owned and p.is_file() and not p.is_symlink() and owned(p)))
+
+
+def _existing_folder_fix(command: str, overwrite: bool, owned: Callable[[Path], bool] | None) -> str:
+    if overwrite:
+        return f"--overwrite replaces only {command}'s own files: choose another folder or move those files."
+    more = f", or pass --overwrite to replace {command}'s earlier output there" if owned else ""
+    return f"give {command} a new or empty folder{more}."
 
 
 def write_report(
@@ -53,8 +117,12 @@ def write_report(
     blur_sizes: Sequence[int],
     alphas: Sequence[float],
     settings: dict,
+    overwrite: bool = False,
 ) -> dict:
     """Write ``scores.csv``, ``jsd.csv``, ``report.md`` and the density plots into ``out_dir``.
+
+    The folder is written under a temporary name and renamed into place: an existing folder is
+    filled only when empty, and replaced only with ``overwrite`` when it holds an earlier report alone.
 
     Args:
         out_dir: report folder (created).
@@ -63,12 +131,32 @@ def write_report(
         skipped: ``(name, reason)`` of images left out.
         blur_sizes, alphas: the settings' axes.
         settings: run settings shown in the report (size, level, seed, sigma).
+        overwrite: replace an earlier report in ``out_dir``.
 
     Returns:
         Summary dict: ``images``, ``skipped``, ``jsd`` (rows), ``table`` (Markdown) and ``files``.
+
+    Raises:
+        ImageWriteError: ``out_dir`` is a file, holds other files, or cannot be written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    replace = check_output_folder(out, "lassim-experiment", overwrite, is_report_file)
+    with staged_output(out, folder=True, overwrite=replace, written_by_package=is_report_file) as tmp:
+        summary = _write_files(tmp, names, results, skipped, blur_sizes, alphas, settings)
+    summary["files"] = {key: out / path.name for key, path in summary["files"].items()}
+    return summary
+
+
+def _write_files(
+    out: Path,
+    names: Sequence[str],
+    results: Sequence[dict[str, np.ndarray]],
+    skipped: Sequence[tuple[str, str]],
+    blur_sizes: Sequence[int],
+    alphas: Sequence[float],
+    settings: dict,
+) -> dict:
+    """The report's files, written into the (temporary) folder ``out``; arguments as :func:`write_report`."""
     stacked = {key: np.stack([r[key] for r in results]) for key in results[0]}
     nb, na = len(blur_sizes), len(alphas)
 
@@ -139,7 +227,6 @@ def write_report(
             ncols=2,
             panel_size=(4.4, 3.0),
             title=f"f(GT, blur) vs f(GT, deform+blur), {n} images",
-            overwrite=True,  # the report's own figure, rewritten on every run into its folder
         ),
         "grid_plot": save_density_grid(
             grid_order,
@@ -148,7 +235,6 @@ def write_report(
             panel_size=(3.3, 2.3),
             dpi=80,
             title=f"SSIM (left) and LaSSIM (right), {n} images; rows: alpha {', '.join(f'{a:g}' for a in alphas)}",
-            overwrite=True,
         ),
         "report": out / "report.md",
     }

@@ -346,11 +346,14 @@ def build_mri_dataset(
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of the ``build-mri-dataset`` command (shared with the package CLI)."""
-    parser.add_argument("out_dir", help="destination folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the degradations (default 0)")
-    parser.add_argument("--severity", type=float, default=1.0, help="degradation strength (default 1.0)")
+    from napari_uspmie.cli.options import float_range, int_range
+
+    parser.add_argument("out_dir", help="destination folder, new or empty")
+    parser.add_argument("--seed", type=int_range(0), default=0, help="seed of the degradations (default 0)")
+    # from barely degraded to far past the training data's strength (1); 0 would leave domain A clean
+    parser.add_argument("--severity", type=float_range(0.01, 5.0), default=1.0, help="degradation strength (1.0)")
     parser.add_argument("--no-niqe", action="store_true", help="skip fitting the NIQE pristine model")
-    parser.add_argument("--draws", type=int, default=DRAWS, help=f"appearance draws per training slice ({DRAWS})")
+    parser.add_argument("--draws", type=int_range(1), default=DRAWS, help=f"appearance draws per slice ({DRAWS})")
     parser.add_argument(
         "--template-only", action="store_true", help="train on the MNI template alone (no real training scans)"
     )
@@ -361,16 +364,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the dataset from parsed arguments and print a one-line summary."""
-    manifest = build_mri_dataset(
-        args.out_dir,
-        seed=args.seed,
-        severity=args.severity,
-        fit_niqe=not args.no_niqe,
-        vary=not args.no_appearance,
-        draws=args.draws,
-        subjects=() if args.template_only else None,
-    )
+    """Build the dataset under a temporary name, rename it to ``out_dir``, print a one-line summary.
+
+    Raises:
+        ImageWriteError: ``out_dir`` is a file or holds files (before any work).
+    """
+    from napari_uspmie.io.atomic import staged_output
+    from napari_uspmie.research.lassim_validation_report import check_output_folder
+
+    replace_empty = check_output_folder(args.out_dir, "build-mri-dataset")
+    with staged_output(args.out_dir, folder=True, overwrite=replace_empty) as staged:
+        manifest = build_mri_dataset(
+            staged,
+            seed=args.seed,
+            severity=args.severity,
+            fit_niqe=not args.no_niqe,
+            vary=not args.no_appearance,
+            draws=args.draws,
+            subjects=() if args.template_only else None,
+        )
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     print(f"wrote {args.out_dir}: {counts}")
     return 0

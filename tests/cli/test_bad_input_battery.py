@@ -235,6 +235,8 @@ def build_inputs(root: Path, scratch: Path, out: Path) -> tuple[list[Case], list
     float_nan[5:9, 5:9] = np.nan
     case("float TIFF with NaN", "float32, 16 NaN", root / "float_nan.tif", r"16 NaN/Inf values")
     tifffile.imwrite(root / "float_nan.tif", float_nan, photometric="minisblack")
+    huge = case("float64 TIFF, values 1e300", "finite, beyond float32", root / "huge.tif", r"beyond the float32 range")
+    tifffile.imwrite(huge, good.astype(np.float64) * 1e300, photometric="minisblack")
     case("5D TIFF", "TZCYX 2x2x3x32x32", root / "5d.tif", r"TIFF with axes 'TZCYX'")
     tifffile.imwrite(
         root / "5d.tif", np.zeros((2, 2, 3, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "TZCYX"}
@@ -317,6 +319,16 @@ def build_inputs(root: Path, scratch: Path, out: Path) -> tuple[list[Case], list
         ds.ImagePositionPatient = [-60.0, -80.0, 30.0]
         _save_dicom(ds, path)
     case("DICOM series, one position", "3 slices at one position", echoes, r"share a slice position")
+    gap = root / "missing_middle_slice"
+    along = sorted(_series(gap, 5), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    along[2].unlink()  # the middle slice in space (file names are not in slice order)
+    case("DICOM series, a slice missing", "5 slices, the middle one deleted", gap, r"jump by .* slices are missing")
+    turned = root / "one_slice_turned"
+    odd = sorted(_series(turned, 4))[1]
+    ds = pydicom.dcmread(odd)
+    ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    _save_dicom(ds, odd)
+    case("DICOM series, one slice turned", "one slice sagittal", turned, r"must share one orientation")
     cut_pixels = root / "member_cut_in_pixels"
     member = sorted(_series(cut_pixels))[1]
     member.write_bytes(member.read_bytes()[:-1000])
@@ -330,8 +342,8 @@ def build_inputs(root: Path, scratch: Path, out: Path) -> tuple[list[Case], list
     cut_head = root / "member_cut_in_header"
     member = sorted(_series(cut_head, 4))[1]
     member.write_bytes(member.read_bytes()[:300])
-    left_out = r"left out 1 file\(s\) that are not DICOM images \(IM000\d\.dcm\)"
-    case("series, a member cut in its header", "one slice cut to 300 bytes", cut_head, left_out, "warning")
+    cut_short = r"cut short or damaged \(IM000\d\.dcm\).*export the whole series again"
+    case("series, a member cut in its header", "one slice cut to 300 bytes", cut_head, cut_short)
     empty_dir = case("empty folder", "mkdir", root / "empty_folder", r"no DICOM image files")
     empty_dir.mkdir()
     texts = case("folder with no images", "one text file", root / "text_folder", r"no DICOM image files")

@@ -44,6 +44,12 @@ def test_out_of_scope_inputs_are_refused_in_one_line_and_the_rest_is_written(sca
     assert file_hashes(scans) == before
     declared = run_cli(str(scans / "oblique_2mm.nii.gz"), "--modality", "US", "-o", str(tmp_path / "o2"), cwd=tmp_path)
     assert declared.returncode == 1 and "modality US" in declared.stderr
+    # a declared modality that is no DICOM code is a bad option (exit 2, before any work), not a scope refusal
+    typo = run_cli(str(scans / "oblique_2mm.nii.gz"), "--modality", "banana", "-o", str(tmp_path / "o3"), cwd=tmp_path)
+    assert typo.returncode == 2 and "--modality: must be a DICOM Modality code" in typo.stderr
+    assert "'banana'" in typo.stderr and not (tmp_path / "o3").exists()
+    lower = run_cli(str(scans / "oblique_2mm.nii.gz"), "--modality", "us", "-o", str(tmp_path / "o4"), cwd=tmp_path)
+    assert lower.returncode == 1 and "modality US" in lower.stderr
 
 
 def test_geometry_round_trips_on_oblique_nifti_and_dicom(scans, tmp_path):

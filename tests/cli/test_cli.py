@@ -84,6 +84,30 @@ def test_lassim_command_rejects_different_shapes(png_pair, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_lassim_command_names_unusable_pairs(png_pair, tmp_path):
+    """A figure format the heatmap cannot take is refused before the work; NaN is named with its file;
+    pairs that cannot be compared as they are (other units, no structure) are scored with a warning."""
+    blurred, clean, _, clean_array = png_pair
+    result = run_cli("lassim", str(blurred), str(clean), "--heatmap", str(tmp_path / "map.nii.gz"), cwd=tmp_path)
+    assert result.returncode == 2 and "map.nii.gz: --heatmap writes a figure; give a name ending in" in result.stderr
+    grey = clean_array.mean(axis=2).astype(np.float32)
+    nan = grey.copy()
+    nan[3, 4] = np.nan
+    for name, array in (("nan.nii.gz", nan), ("grey.nii.gz", grey), ("grey16.nii.gz", grey * 257)):
+        nib.save(nib.Nifti1Image(array.T[:, :, None], np.eye(4)), str(tmp_path / name))
+    result = run_cli("lassim", "nan.nii.gz", "grey.nii.gz", cwd=tmp_path)
+    assert result.returncode == 2 and "nan.nii.gz: image holds 1 NaN/Inf values" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("lassim", "grey16.nii.gz", "grey.nii.gz", cwd=tmp_path)
+    assert result.returncode == 0 and "LaSSIM = " in result.stdout
+    assert re.search(r"warning: grey16.nii.gz spans \S+ but grey.nii.gz spans \S+ in value", result.stderr)
+    assert "warning" not in run_cli("lassim", str(blurred), str(clean), cwd=tmp_path).stderr
+    for name, value in (("black.png", 0), ("white.png", 255)):
+        Image.fromarray(np.full((64, 64), value, np.uint8)).save(tmp_path / name)
+    result = run_cli("lassim", "black.png", "white.png", cwd=tmp_path)
+    assert result.returncode == 0 and "warning: black.png and white.png: flat (one value)" in result.stderr
+
+
 def test_lassim_command_volumes(tmp_path, capsys):
     """NIfTI volumes: scored slice by slice (the one rule); the heatmap shows the middle slice."""
     nifti = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
@@ -145,8 +169,8 @@ def test_experiment_command_on_a_folder(tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # truncated
     out = tmp_path / "report"
     result = run_cli("lassim-experiment", str(tmp_path / "images"), "--out", str(out), "--size", "96", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "skipped nested/broken.png" in result.stdout
+    assert result.returncode == 1, result.stderr  # a file could not be scored: said, and the others still run
+    assert f"error: {folder / 'broken.png'}:" in result.stderr and "Traceback" not in result.stderr
     for name in ("scores.csv", "jsd.csv", "report.md", "density_Mdef_Hblur.png", "density_grid.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "scores.csv") as f:

@@ -85,9 +85,10 @@ def test_enhances_nifti_dicom_series_and_png_beside_or_into_a_folder(inputs, tmp
 
 
 def test_bad_inputs_are_named_and_the_others_still_written(inputs, tmp_path):
-    missing = run_cli(str(tmp_path / "nothere.nii.gz"), cwd=tmp_path)
+    missing = run_cli(str(tmp_path / "nothere.nii.gz"), "-o", str(tmp_path / "made" / "deeper"), cwd=tmp_path)
     assert missing.returncode == 1 and "nothere.nii.gz: no such file or folder" in missing.stderr
     assert "nothing was written" in missing.stderr
+    assert not (tmp_path / "made").exists()  # the output folders it created to test them are gone again
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a nifti file at all")
     out = tmp_path / "out"
@@ -98,3 +99,21 @@ def test_bad_inputs_are_named_and_the_others_still_written(inputs, tmp_path):
     assert (out / "fundus_enhanced.png").is_file() and not (out / "broken_enhanced.nii.gz").exists()
     unwritable = run_cli(str(inputs / "fundus.png"), "-o", str(inputs / "fundus.png" / "sub"), cwd=tmp_path)
     assert unwritable.returncode == 2 and "not writable" in unwritable.stderr
+
+
+def test_an_input_is_never_the_output_of_another_input_even_with_overwrite(inputs, tmp_path):
+    """``a.png`` beside ``a_enhanced.png`` (and a series folder beside ``<folder>_enhanced``): the
+    default output name of one input is another input, which --overwrite must not replace."""
+    slice_png = np.rint(mni_slices(1, 1)[0]).astype(np.uint8)
+    Image.fromarray(slice_png).save(tmp_path / "a.png")
+    Image.fromarray(255 - slice_png).save(tmp_path / "a_enhanced.png")
+    write_dicom_series(tmp_path / "s", ct_volume(3))
+    write_dicom_series(tmp_path / "s_enhanced", ct_volume(3)[::-1].copy())
+    before = file_hashes(tmp_path)
+    done = run_cli("a.png", "a_enhanced.png", "s", "s_enhanced", "--overwrite", "--allow-out-of-scope", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    for name, clash in (("a.png", "a_enhanced.png"), ("s", "s_enhanced")):
+        assert re.search(rf"error: {name}: its output \S*{clash} would replace the input \S*{clash} ", done.stderr)
+    assert "2 of 4 inputs failed" in done.stderr
+    assert all(file_hashes(tmp_path)[k] == v for k, v in before.items())  # every input as it was
+    assert (tmp_path / "a_enhanced_enhanced.png").is_file() and (tmp_path / "s_enhanced_enhanced").is_dir()

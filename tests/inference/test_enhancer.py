@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import threading
 import warnings
@@ -257,7 +258,12 @@ def test_load_enhancer_checkpoint_layouts(tmp_path):
     assert load_enhancer(checkpoint=tmp_path / "bare").architecture == infer_architecture(state) == TINY
 
     (tmp_path / "bare" / "model_config.json").write_text(json.dumps(wide))
-    with pytest.raises(CheckpointError, match="do not fit.*'ngf': 8"):
+    with pytest.raises(CheckpointError, match="do not fit.*the weights look like.*'ngf': 8"):
+        load_enhancer(checkpoint=tmp_path / "bare")
+    (tmp_path / "bare" / "model_config.json").unlink()
+    key = next(k for k in state if k.endswith("conv_block.5.weight"))  # a block's second 3x3 made 1x1
+    torch.save({**state, key: state[key][..., 1:2, 1:2].clone()}, tmp_path / "bare" / "model.pt")
+    with pytest.raises(CheckpointError, match=rf"size mismatch for {re.escape(key)}.*damaged or holds another"):
         load_enhancer(checkpoint=tmp_path / "bare")
     with pytest.raises(CheckpointError, match="no trained weights"):
         (bundle / "models" / "model.pt").unlink()
@@ -360,3 +366,17 @@ def test_bf16_enhancement_is_close_to_float32():
     assert diff.max() > 0  # bfloat16 was used
     assert diff.mean() < 0.3 and diff.max() <= 16
     assert float(lassim(torch.from_numpy(a[:, None] / 255), torch.from_numpy(b[:, None] / 255)).mean()) > 0.999
+
+
+class Constant(Identity):
+    """A broken 'network': one value everywhere, whatever the input."""
+
+    def forward(self, x):
+        return torch.full_like(x, -1.0)
+
+
+def test_a_flat_output_from_an_image_with_structure_is_refused():
+    with pytest.raises(InvalidImageError, match="turned an image with structure into a flat one"):
+        Enhancer(Constant(), device="cpu").enhance(mni_slices(1, 1)[0])
+    flat = np.full((32, 32), 7, np.uint8)  # no structure to lose: a flat output is the right one
+    assert np.array_equal(Enhancer(Constant(), device="cpu").enhance(flat), flat)

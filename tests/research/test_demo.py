@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import nibabel as nib
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_uspmie.cli.main import main as cli_main
 from napari_uspmie.io.packaged_data import bundle_path
 from napari_uspmie.research.demo import DEFAULT_SUBJECT, SUBJECTS, main, prepare_demo_volume
 from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES
@@ -32,15 +34,62 @@ def test_prepare_demo_volume_is_seeded_and_keeps_geometry(tmp_path):
 @pytest.mark.skipif(not (bundle_path() / "models" / "model.pt").exists(), reason="no shipped weights")
 def test_demo_command_writes_valid_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
+    out.mkdir()  # an empty folder is filled
     assert main([str(out), "--subject", "anatomical"]) == 0
-    enhanced = nib.load(str(out / "enhanced" / "anatomical_degraded_enhanced.nii.gz"))
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # written under a temporary name, then renamed
+    enhanced_name = "anatomical_degraded_enhanced.nii.gz"
+    enhanced = nib.load(str(out / "enhanced" / enhanced_name))
     degraded = nib.load(str(out / "input" / "anatomical_degraded.nii.gz"))
     assert enhanced.shape == degraded.shape
     np.testing.assert_allclose(enhanced.affine, degraded.affine)
     assert not np.array_equal(np.asanyarray(enhanced.dataobj), np.asanyarray(degraded.dataobj))
     with Image.open(out / "demo_figure.png") as im:
         assert im.size[0] > 600
-    report = json.loads((out / "report.json").read_text())
+    strict = {"parse_constant": lambda name: pytest.fail(f"report.json holds {name}, not JSON")}
+    report = json.loads((out / "report.json").read_text(), **strict)
+    assert report["metrics"]["enhanced"]["dark_change"] is None  # no slice of this subject has dark area
     assert report["slices"] > 10 and set(report["metrics"]) == {"degraded input", "enhanced"}
+    assert report["output"] == str(out / "enhanced" / "anatomical_degraded_enhanced.nii.gz")
+    with open(out / "enhanced" / "enhancement_cases.csv", newline="") as f:
+        assert [row["output"] for row in csv.DictReader(f)] == [str(out.absolute() / "enhanced" / enhanced_name)]
     assert "| enhanced |" in (out / "report.md").read_text()
     assert "SSIM to clean" in capsys.readouterr().out
+    # A second run into the same folder is refused before any work; nothing is rewritten.
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli_main(["demo", str(out), "--subject", "anatomical"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: already holds demo_figure.png, enhanced, input ...; ")
+    assert "--overwrite" not in err  # the demo has no such option
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
+
+
+@pytest.mark.parametrize("device", ["bogus", "cpu') if print('INJECTED-CODE-RAN') is None else torch.device('cpu"])
+def test_demo_refuses_a_bad_device_before_any_work(tmp_path, capsys, device):
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as stop:
+        main([str(out), "--device", device])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert f"argument --device: unknown device {device!r}" in captured.err
+    assert "INJECTED-CODE-RAN" not in captured.out  # the message quotes it on stderr; a print would be here
+    assert not list(tmp_path.iterdir())
+
+
+def test_demo_refuses_unusable_folders_before_any_work(tmp_path, capsys):
+    existing = tmp_path / "file"
+    existing.write_text("keep")
+    assert cli_main(["demo", str(existing)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {existing}: exists and is not a folder; give demo the name of a new folder.\n"
+    )
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    assert cli_main(["demo", str(used)]) == 2
+    assert capsys.readouterr().err == f"error: {used}: already holds notes.txt; give demo a new or empty folder.\n"
+    assert cli_main(["demo", str(tmp_path / "new"), "--bundle", str(tmp_path / "no_bundle")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'no_bundle'}: not a MONAI bundle") and err.count("\n") == 1
+    assert existing.read_text() == "keep" and [p.name for p in used.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "used"]

@@ -86,12 +86,24 @@ def test_evaluate_cases_and_targets_on_real_heldout_data(dataset):
 
 def test_cli_writes_table_and_json(heldout_only, tmp_path, capsys):
     model = save_tiny_generator(tmp_path)
-    out = tmp_path / "table.md"
+    out = tmp_path / "new" / "folder" / "table.md"  # the report's folder is made
     assert main([str(heldout_only), "--model", f"tiny={model}", "--out", str(out), "--every", "5"]) == 0
     assert "| tiny |" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["level"] == LEVEL
-    figures = sorted(p.name for p in tmp_path.glob("table_case_*.png"))
+    figures = sorted(p.name for p in out.parent.glob("table_case_*.png"))
     assert figures == ["table_case_a.png", "table_case_b.png", "table_case_c.png"]
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+    # a report folder that cannot be made stops the command before the evaluation, in one line
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as unwritable:
+        main([str(heldout_only), "--model", f"tiny={model}", "--out", str(blocker / "table.md")])
+    err = capsys.readouterr().err
+    assert (
+        unwritable.value.code == 2
+        and f"{blocker / 'table.md'}: cannot make its folder" in err
+        and "pick another --out" in err
+    )
     with pytest.raises(SystemExit) as missing:
         main([str(tmp_path / "nowhere")])
     assert missing.value.code == 2 and "no held-out data" in capsys.readouterr().err

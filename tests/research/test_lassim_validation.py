@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import warnings
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from skimage import data
 
 from napari_uspmie import lassim
+from napari_uspmie.cli.main import main as cli_main
 from napari_uspmie.research.degradations import box_blur, elastic_deform
 from napari_uspmie.research.lassim_validation import (
     area_resize,
@@ -18,7 +21,7 @@ from napari_uspmie.research.lassim_validation import (
     score_image,
     to_unit_image,
 )
-from napari_uspmie.research.lassim_validation_report import jensen_shannon
+from napari_uspmie.research.lassim_validation_report import REPORT_FILES, jensen_shannon
 
 
 def test_area_resize_is_inter_area_when_shrinking(retina):
@@ -117,3 +120,81 @@ def test_builtin_sources_are_real_images():
     assert any(name.startswith("skimage/") for name in sources)
     array, meta = sources["mni152/axial_090"]()
     assert array.shape == (233, 197) and array.dtype == np.uint8 and array.max() > 100
+
+
+def test_jensen_shannon_of_single_scores_warns_not():
+    # One image gives two narrow spikes: the mixture of their far tails underflowed to 0 (divide by zero).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jensen_shannon([0.9], [0.8]) == pytest.approx(1.0, abs=1e-6)
+        assert jensen_shannon([0.9], [0.9]) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """One usable photograph, one file that is no image and one constant image."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(cv2.resize(data.camera(), (80, 80), interpolation=cv2.INTER_AREA)).save(folder / "a.png")
+    (folder / "b.png").write_text("not an image")
+    Image.fromarray(np.full((80, 80), 9, np.uint8)).save(folder / "c.png")
+    return folder
+
+
+def _contents(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _experiment(images, out, *options):
+    return cli_main(["lassim-experiment", str(images), "--out", str(out), "--size", "64", *options])
+
+
+def test_command_names_each_bad_image_and_exits_1(image_folder, tmp_path, capsys):
+    inputs = _contents(image_folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _experiment(image_folder, tmp_path / "report") == 1
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"error: {image_folder / 'b.png'}: ") and "unreadable" in errors[0]
+    assert errors[1].startswith(f"error: {image_folder / 'c.png'}: ") and "constant" in errors[1]
+    assert "2 of 3 images could not be used" in err and "Traceback" not in err
+    assert set(_contents(tmp_path / "report")) == set(REPORT_FILES)
+    assert _contents(image_folder) == inputs  # inputs are never written to
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "report"]  # no temporary folder left
+
+
+def test_command_never_replaces_a_report_silently(image_folder, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _experiment(image_folder, out) == 1
+    first = _contents(out)
+    capsys.readouterr()
+    assert _experiment(image_folder, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {out}: already holds" in err and "--overwrite" in err
+    assert _contents(out) == first
+    assert _experiment(image_folder, out, "--overwrite") == 1
+    assert set(_contents(out)) == set(REPORT_FILES)
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert _experiment(image_folder, out, "--overwrite") == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+def test_command_refuses_unusable_outputs_and_options_before_any_work(image_folder, tmp_path, capsys):
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep")
+    assert _experiment(image_folder, existing) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {existing}: exists and is not a folder; give lassim-experiment the name of a new folder.\n"
+    assert existing.read_text() == "keep"
+    assert _experiment(image_folder, image_folder / "report") == 2  # later runs would score its plots
+    assert "inside the image folder" in capsys.readouterr().err
+    for option in (["--threads", "-1"], ["--limit", "-1"], ["--limit", "0"], ["--seed", "-1"], ["--sigma", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            _experiment(image_folder, tmp_path / "new", *option)
+        assert stop.value.code == 2
+        assert f"argument {option[0]}: must be" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_file", "images"]

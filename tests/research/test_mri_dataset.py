@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_uspmie.cli.main import main as cli_main
 from napari_uspmie.research.appearance import vary_appearance
 from napari_uspmie.research.mri_dataset import BLOCK, GUARD, build_mri_dataset, main, split_slices
 
@@ -153,8 +154,39 @@ def test_cli_and_bad_arguments(tmp_path, capsys):
         build_mri_dataset(tmp_path / "x", volumes=("nope",))
     with pytest.raises(ValueError, match="unknown training subject"):
         build_mri_dataset(tmp_path / "x", subjects=("nope",))
+    (tmp_path / "cli").mkdir()  # an empty folder is filled
     assert main([str(tmp_path / "cli"), "--seed", "1", "--no-niqe", "--severity", "0.5", "--template-only"]) == 0
     assert "wrote" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["cli"]  # built under a temporary name, then renamed
     manifest = json.loads((tmp_path / "cli/manifest.json").read_text())
     assert manifest["severity"] == 0.5 and manifest["counts"]["heldout_slices"] > 40
     assert set(manifest["split"]) == {"axial", "coronal", "sagittal"}  # --template-only: no real scans
+
+
+def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys):
+    out = tmp_path / "bmd"
+    bad = [["--draws", "-1"], ["--draws", "0"], ["--seed", "-1"]]
+    bad += [["--severity", value] for value in ("0", "-1", "nan", "inf", "1e9")]
+    for option in bad:
+        with pytest.raises(SystemExit) as stop:
+            main([str(out), *option])
+        assert stop.value.code == 2
+        assert f"argument {option[0]}: must be" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written, not even a partial dataset
+
+
+def test_cli_refuses_an_output_that_is_not_a_new_or_empty_folder(tmp_path, capsys):
+    existing = tmp_path / "scan.png"
+    existing.write_bytes(b"keep")
+    assert cli_main(["build-mri-dataset", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {existing}: exists and is not a folder; give build-mri-dataset the name of a new folder.\n"
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    assert cli_main(["build-mri-dataset", str(used)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {used}: already holds notes.txt; ") and "--overwrite" not in err
+    assert cli_main(["build-mri-dataset", str(existing / "inside")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {existing / 'inside'}: cannot be made there; ")
+    assert existing.read_bytes() == b"keep" and [p.name for p in used.iterdir()] == ["notes.txt"]
