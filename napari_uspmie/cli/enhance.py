@@ -36,8 +36,8 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``enhance`` command's arguments."""
-    from napari_uspmie.cli.options import int_range, modality_code
     from napari_uspmie.inference.checked import STRUCTURE_POLICIES
+    from napari_uspmie.option_types import int_range, modality_code
 
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, NIfTI, DICOM file or series folder")
     parser.add_argument("-o", "--output-dir", help="where to write (default: beside each input)")

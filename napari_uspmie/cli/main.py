@@ -140,7 +140,7 @@ def _guarded(call) -> int:
 
 def add_lassim_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``python -m napari_uspmie lassim``."""
-    from napari_uspmie.cli.options import int_range
+    from napari_uspmie.option_types import int_range
 
     parser.add_argument("a", help="enhanced (or degraded) image: PNG, JPEG, TIFF, BMP, NIfTI or DICOM")
     parser.add_argument("b", help="the image it was made from, same size")

@@ -337,6 +337,8 @@ def _read_pil(path: Path, fmt: str) -> tuple[np.ndarray, dict]:
             elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
                 img = img.convert("L" if mode == "1" else "RGB")
             array = np.array(img)
+        if mode == "P" and (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all():
+            array = np.ascontiguousarray(array[..., [0, 3]] if array.shape[-1] == 4 else array[..., 0])  # grey palette
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... on broken files
         raise ImageReadError(f"{path}: unreadable {fmt.upper()} image ({type(e).__name__}: {e}).") from e
     meta = {"format": fmt, "mode": mode, "has_channels": array.ndim == 3, "stored_dtype": str(array.dtype)}

@@ -290,7 +290,7 @@ def run_experiment(
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``python -m napari_uspmie lassim-experiment``."""
-    from napari_uspmie.cli.options import float_range, int_range
+    from napari_uspmie.option_types import float_range, int_range
 
     parser.add_argument("folder", nargs="?", help="folder of images (searched recursively)")
     parser.add_argument("--builtin", action="store_true", help="use images shipped in installed packages instead")

@@ -346,7 +346,7 @@ def build_mri_dataset(
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of the ``build-mri-dataset`` command (shared with the package CLI)."""
-    from napari_uspmie.cli.options import float_range, int_range
+    from napari_uspmie.option_types import float_range, int_range
 
     parser.add_argument("out_dir", help="destination folder, new or empty")
     parser.add_argument("--seed", type=int_range(0), default=0, help="seed of the degradations (default 0)")

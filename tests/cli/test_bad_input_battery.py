@@ -245,7 +245,8 @@ def build_inputs(root: Path, scratch: Path, out: Path) -> tuple[list[Case], list
     case("RGBA PNG with alpha", "grey as RGB, alpha 128", root / "rgba.png", r"scope: a colour .*allow-out-of-scope")
     (root / "rgba.png").write_bytes(_encoded(rgba))
     case("palette PNG", "16 colours, mode P", root / "palette.png", r"scope: a colour")
-    Image.fromarray(good).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(root / "palette.png")
+    colours = np.dstack([good, good[::-1], good[:, ::-1]])
+    Image.fromarray(colours).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(root / "palette.png")
 
     # Images too small for the structure check: written under the default policy (warn), flagged as not
     # checked, never reported as kept.

@@ -177,6 +177,16 @@ def test_plain_images(tmp_path):
     palette.save(tmp_path / "pal.png")
     array, meta = read_image(tmp_path / "pal.png")
     assert array.shape == (30, 40, 3) and meta["mode"] == "P"
+    grey = rgb[..., 0]  # a palette of greys only is a grey image (not refused as colour)
+    Image.fromarray(grey).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(tmp_path / "grey_pal.png")
+    array, meta = read_image(tmp_path / "grey_pal.png")
+    assert array.shape == (30, 40) and meta["channel_axis"] is None and meta["mode"] == "P"
+    np.testing.assert_array_equal(array, np.array(Image.open(tmp_path / "grey_pal.png").convert("L")))
+    with_alpha = Image.open(tmp_path / "grey_pal.png")
+    with_alpha.info["transparency"] = 0
+    with_alpha.save(tmp_path / "grey_pal_alpha.png", transparency=0)
+    array, meta = read_image(tmp_path / "grey_pal_alpha.png")
+    assert array.shape == (30, 40, 2) and meta["channel_axis"] == -1
 
 
 def test_tiff_layouts(tmp_path):

@@ -1,4 +1,4 @@
-"""Option types that validate values when the command line is parsed, naming the allowed range.
+"""Option types of every command, the package CLI's and the research ones: values checked when parsed.
 
 A bad value stops the command before any work with argparse's one-line usage error
 (``argument --level: must be a whole number from 1 to 5, got 9``), instead of being silently
