@@ -23,7 +23,7 @@ from pathlib import Path
 
 from napari_uspmie.errors import ImageWriteError
 
-__all__ = ["split_ext", "staged_output"]
+__all__ = ["split_ext", "staged_output", "check_output_folder"]
 
 
 def split_ext(name: str) -> tuple[str, str]:
@@ -150,3 +150,57 @@ def _publish_folder(tmp: Path, out_path: Path, overwrite: bool, owned: Callable[
                 f"{out_path}: was created by someone else while this output was written; nothing was replaced."
             ) from None
         raise
+
+
+def check_output_folder(
+    path: str | Path, command: str, overwrite: bool = False, owned: Callable[[Path], bool] | None = None
+) -> bool:
+    """Refuse, before any work, an output folder that a command could not publish whole.
+
+    Commands write their folder under a temporary name and rename it into place
+    (:func:`staged_output`), so ``path`` must be absent or an empty folder,
+    or, with ``overwrite``, hold only files that ``owned`` recognises as the command's earlier
+    outputs. Its parent folders are created.
+
+    Args:
+        path: the output folder.
+        command: the command's name, for the messages.
+        overwrite: the user allowed replacing the command's earlier outputs.
+        owned: whether a file is an earlier output of the command; ``None``: none is.
+
+    Returns:
+        Whether the folder exists (then empty, or all owned): ``staged_output``'s ``overwrite``.
+
+    Raises:
+        ImageWriteError: ``path`` is not a folder, holds other files, or cannot be written there.
+    """
+    from napari_uspmie.io.writers import check_output_dir
+
+    out = Path(path)
+    try:
+        exists = out.is_dir()
+        if not exists and (out.exists() or out.is_symlink()):
+            raise ImageWriteError(f"{out}: exists and is not a folder; give {command} the name of a new folder.")
+        foreign = _foreign_files(out, owned if overwrite and owned else _owns_nothing) if exists else []
+    except OSError as e:  # a folder on the way that cannot be searched
+        raise ImageWriteError(f"{out}: cannot be used as an output folder ({e.strerror or e}).") from e
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ImageWriteError(f"{out}: already holds {shown}; {_existing_folder_fix(command, overwrite, owned)}")
+    try:
+        check_output_dir(out.parent)  # the temporary folder is made there: test it now, not after the work
+    except ImageWriteError as e:
+        raise ImageWriteError(f"{out}: cannot be made there; {e}") from e
+    return exists
+
+
+def _owns_nothing(path: Path) -> bool:
+    """No file is an earlier output: every entry counts against an output folder."""
+    return False
+
+
+def _existing_folder_fix(command: str, overwrite: bool, owned: Callable[[Path], bool] | None) -> str:
+    if overwrite:
+        return f"--overwrite replaces only {command}'s own files: choose another folder or move those files."
+    more = f", or pass --overwrite to replace {command}'s earlier output there" if owned else ""
+    return f"give {command} a new or empty folder{more}."

@@ -30,11 +30,10 @@ import torch
 
 from napari_uspmie.errors import ImageReadError
 from napari_uspmie.inference.enhancer import pick_device
-from napari_uspmie.io.atomic import staged_output
+from napari_uspmie.io.atomic import check_output_folder, staged_output
 from napari_uspmie.io.packaged_data import MNI152_T1, bundle_path, package_file
 from napari_uspmie.research.acquisition import degrade_volume
 from napari_uspmie.research.evaluation import LEVEL, slice_metrics
-from napari_uspmie.research.lassim_validation_report import check_output_folder
 from napari_uspmie.research.mri_dataset import HELD_OUT_VOLUMES, get_slice, load_unit_volume
 from napari_uspmie.research.niqe import NIQEModel
 from napari_uspmie.research.training_subjects import MIN_FOREGROUND

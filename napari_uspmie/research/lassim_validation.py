@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_uspmie.io.atomic import check_output_folder
 from napari_uspmie.metric.lassim import lassim, ssim_map, to_gray
 from napari_uspmie.research.degradations import box_blur, elastic_deform, elastic_displacement
-from napari_uspmie.research.lassim_validation_report import check_output_folder, is_report_file, write_report
+from napari_uspmie.research.lassim_validation_report import is_report_file, write_report
 
 __all__ = [
     "BLUR_SIZES",

@@ -8,16 +8,15 @@ bits, so it lies in ``[0, 1]``: 0 for identical distributions, 1 for disjoint on
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from napari_uspmie.errors import ImageWriteError
-from napari_uspmie.io.atomic import staged_output
+from napari_uspmie.io.atomic import check_output_folder, staged_output
 from napari_uspmie.io.figures import kde_density, save_density_grid
 
-__all__ = ["LEVEL_NAMES", "REPORT_FILES", "jensen_shannon", "is_report_file", "check_output_folder", "write_report"]
+__all__ = ["LEVEL_NAMES", "REPORT_FILES", "jensen_shannon", "is_report_file", "write_report"]
 
 METRICS = ("ssim", "lassim")
 METRIC_LABELS = {"ssim": "SSIM", "lassim": "LaSSIM"}
@@ -53,60 +52,6 @@ def _level_name(index: int, count: int) -> str:
 def is_report_file(path: Path) -> bool:
     """Whether ``path`` is a file that :func:`write_report` writes (an earlier report's, in its folder)."""
     return path.name in REPORT_FILES
-
-
-def check_output_folder(
-    path: str | Path, command: str, overwrite: bool = False, owned: Callable[[Path], bool] | None = None
-) -> bool:
-    """Refuse, before any work, an output folder that a command could not publish whole.
-
-    Commands write their folder under a temporary name and rename it into place
-    (:func:`napari_uspmie.io.atomic.staged_output`), so ``path`` must be absent or an empty folder,
-    or, with ``overwrite``, hold only files that ``owned`` recognises as the command's earlier
-    outputs. Its parent folders are created.
-
-    Args:
-        path: the output folder.
-        command: the command's name, for the messages.
-        overwrite: the user allowed replacing the command's earlier outputs.
-        owned: whether a file is an earlier output of the command; ``None``: none is.
-
-    Returns:
-        Whether the folder exists (then empty, or all owned): ``staged_output``'s ``overwrite``.
-
-    Raises:
-        ImageWriteError: ``path`` is not a folder, holds other files, or cannot be written there.
-    """
-    from napari_uspmie.io.writers import check_output_dir
-
-    out = Path(path)
-    try:
-        exists = out.is_dir()
-        if not exists and (out.exists() or out.is_symlink()):
-            raise ImageWriteError(f"{out}: exists and is not a folder; give {command} the name of a new folder.")
-        foreign = _foreign(out, owned if overwrite else None) if exists else []
-    except OSError as e:  # a folder on the way that cannot be searched
-        raise ImageWriteError(f"{out}: cannot be used as an output folder ({e.strerror or e}).") from e
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-        raise ImageWriteError(f"{out}: already holds {shown}; {_existing_folder_fix(command, overwrite, owned)}")
-    try:
-        check_output_dir(out.parent)  # the temporary folder is made there: test it now, not after the work
-    except ImageWriteError as e:
-        raise ImageWriteError(f"{out}: cannot be made there; {e}") from e
-    return exists
-
-
-def _foreign(folder: Path, owned: Callable[[Path], bool] | None) -> list[str]:
-    """Names in ``folder`` that are not plain files recognised by ``owned`` (as ``staged_output`` judges)."""
-    return sorted(p.name for p in folder.iterdir() if not (owned and p.is_file() and not p.is_symlink() and owned(p)))
-
-
-def _existing_folder_fix(command: str, overwrite: bool, owned: Callable[[Path], bool] | None) -> str:
-    if overwrite:
-        return f"--overwrite replaces only {command}'s own files: choose another folder or move those files."
-    more = f", or pass --overwrite to replace {command}'s earlier output there" if owned else ""
-    return f"give {command} a new or empty folder{more}."
 
 
 def write_report(

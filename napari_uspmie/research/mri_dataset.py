@@ -369,8 +369,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         ImageWriteError: ``out_dir`` is a file or holds files (before any work).
     """
-    from napari_uspmie.io.atomic import staged_output
-    from napari_uspmie.research.lassim_validation_report import check_output_folder
+    from napari_uspmie.io.atomic import check_output_folder, staged_output
 
     replace_empty = check_output_folder(args.out_dir, "build-mri-dataset")
     with staged_output(args.out_dir, folder=True, overwrite=replace_empty) as staged:
