@@ -87,13 +87,15 @@ class Enhancement:
         return f"{size} mm pixels: enhanced at the model's pixel size and brought back to the input's grid"
 
     def report(self) -> dict[str, Any]:
-        """A JSON-able record: ``input``, ``flagged``, ``lassim`` (per level, per slice), ``worst_slice``,
+        """A JSON-able record: ``input``, ``flagged`` (structure lost), ``flagged_slices`` (slices that failed a
+        check, also of a kept volume), ``lassim`` (per level, per slice), ``worst_slice``,
         ``worst_level``, the full verdict, scope problems, pixel-size handling; callers add ``output``."""
         worst = self.verdict.worst
         return {
             "input": self.source,
             "flagged": not self.verdict.kept,
             "lassim": {str(k): v for k, v in self.verdict.lassim.items()},
+            "flagged_slices": self.verdict.flagged_slices,
             "worst_slice": worst.get("slice"),
             "worst_level": worst.get("level"),
             "policy": self.policy,

@@ -40,6 +40,7 @@ from napari_uspmie.metric.checkerboard import checkerboard_index
 from napari_uspmie.metric.lassim import lassim, ssim_map
 from napari_uspmie.metric.structure_check import CHECKERBOARD_FLOOR, local_lassim, noise_level
 from napari_uspmie.research.evaluation_cases import CASES, case_inputs, out_of_scope_inputs
+from napari_uspmie.research.guard_report import guard_section
 from napari_uspmie.research.niqe import NIQEModel
 
 __all__ = [
@@ -231,49 +232,6 @@ def check_targets(summary: list[dict], result: dict, method: str) -> list[dict]:
     return [{"target": t, "value": float(v), "met": bool(rule(v))} for t, v, rule in rows]
 
 
-def guard_section(result: dict) -> list[str]:
-    """Markdown lines: the guard's thresholds calibrated on the enhanced rows, and its confusion per method."""
-    from napari_uspmie.research.guard_calibration import calibrate, confusion, cross_validated
-
-    enhanced = [r for r in result["rows"] if r["method"] != INPUT]
-    if not enhanced:
-        return []
-    thresholds = calibrate(enhanced)
-    result["guard_thresholds"] = thresholds.as_dict()
-
-    def levels(values: dict[int, float]) -> str:
-        return ", ".join(f"level {k} >= {v:.3f}" for k, v in values.items())
-
-    bands = "".join(f"input noise below {b:.4f}: {levels(v)}; " for b, v in thresholds.by_noise)
-    rest = "other inputs: " if thresholds.by_noise else ""
-    lines = [
-        "",
-        f"Structure guard, thresholds calibrated here (at most 5% false alarms), LaSSIM(in, out) by the input's "
-        f"noise level: {bands}{rest}{levels(thresholds.min_lassim)}; checkerboard <= 1.5x the input's. Lost = the "
-        "clean truth says so (LaSSIM to clean below the input's; clean input changed below 0.8 at level 1; a "
-        "checkerboard).",
-        "",
-        "| method | thresholds from | lost, flagged | lost, missed | good, flagged (false alarm) | good, passed "
-        "| false-alarm rate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    held_out = cross_validated(enhanced)
-    for method in dict.fromkeys(r["method"] for r in enhanced):
-        fitted = confusion([r for r in enhanced if r["method"] == method], thresholds)
-        for source, c in (("all slices", fitted), ("the other half (2-fold)", held_out[method])):
-            rate = f"{100 * c['false_alarm_rate']:.1f}%"
-            lines.append(
-                f"| {method} | {source} | {c['hit']} | {c['miss']} | {c['false_alarm']} | {c['pass']} | {rate} |"
-            )
-    lines += [
-        "",
-        'Rows "all slices" judge the slices the thresholds were calibrated on; rows "the other half" judge '
-        "each half of the slices (split by name) with thresholds calibrated on the other half: what to expect "
-        "on new scans.",
-    ]
-    return lines
-
-
 def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> str:
     """Markdown tables: metrics per case and method, case d, and the targets of the last method."""
     lines = [
@@ -302,7 +260,7 @@ def format_markdown(summary: list[dict], result: dict, level: int = LEVEL) -> st
     lines += ["", "| d: out-of-scope input | refused | reason |", "|---|---|---|"]
     for r in result.get("out_of_scope", []):
         lines.append(f"| {r['name']} | {'yes' if r['refused'] else 'NO'} | {'; '.join(r['reasons']) or '-'} |")
-    lines += guard_section(result)
+    lines += guard_section(result, [r for r in result["rows"] if r["method"] != INPUT])
     methods = [s["method"] for s in summary if s["method"] != INPUT]
     if methods:
         lines += ["", f"Targets ({methods[-1]}):", "", "| target | value | met |", "|---|---|---|"]

@@ -27,9 +27,11 @@ from napari_uspmie.research.niqe import load_gray
 from napari_uspmie.research.training_subjects import MIN_FOREGROUND
 from napari_uspmie.research.unseen_degradation import unseen_degradation
 
-__all__ = ["CASES", "heldout_items", "case_inputs", "out_of_scope_inputs"]
+__all__ = ["CASES", "VOLUME_GROUP", "heldout_items", "case_inputs", "out_of_scope_inputs"]
 
 CASES = {"a": "a: our degradation", "b": "b: unseen degradation", "c": "c: clean input"}
+#: how the group of a held-out volume's slices begins (the volume's name follows)
+VOLUME_GROUP = "held-out volume"
 
 
 def _unit_array(array: np.ndarray) -> np.ndarray:
@@ -53,7 +55,7 @@ def heldout_items(dataset_dir: str | Path) -> Iterator[tuple[str, str, np.ndarra
         for k in range(clean.shape[2]):
             c = get_slice(clean, "axial", k)
             if (c > 0.1).mean() >= MIN_FOREGROUND:
-                yield f"held-out volume {name}", f"{name}_z{k:03d}", get_slice(degraded, "axial", k), c
+                yield f"{VOLUME_GROUP} {name}", f"{name}_z{k:03d}", get_slice(degraded, "axial", k), c
 
 
 def case_inputs(

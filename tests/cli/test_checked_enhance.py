@@ -118,3 +118,26 @@ def test_structure_loss_policies(scans, strict_bundle, tmp_path):
     assert warned.returncode == 0 and "warning:" in warned.stderr and "structure LOST" in warned.stderr
     enhanced = np.asarray(nib.load(tmp_path / "warn" / "oblique_2mm_enhanced.nii.gz").dataobj)
     assert not np.array_equal(enhanced, np.asarray(nib.load(source).dataobj))
+
+
+def test_a_volume_with_fewer_flagged_slices_than_good_volumes_show_is_kept_and_names_them(
+    scans, strict_bundle, tmp_path
+):
+    """The strict guard flags every slice; a model whose good enhancements flag 60% of slices
+    tolerates all 4 (a volume verdict), and the line and the report still name them."""
+    bundle = tmp_path / "tolerant"
+    shutil.copytree(strict_bundle, bundle)
+    metadata_path = bundle / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["structure_thresholds"]["slice_false_alarm"] = 0.6
+    metadata_path.write_text(json.dumps(metadata))
+    report = tmp_path / "r.json"
+    source = scans / "oblique_2mm.nii.gz"
+    done = run_cli(
+        str(source), "--bundle", str(bundle), "-o", str(tmp_path / "o"), "--report", str(report), cwd=tmp_path
+    )
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    assert "structure kept" in done.stdout and "4 slices below the per-slice thresholds" in done.stdout
+    record = json.loads(report.read_text())["inputs"][0]
+    assert record["flagged"] is False and record["flagged_slices"] == [0, 1, 2, 3]
+    assert record["structure"]["allowed_flagged"] == 4

@@ -133,3 +133,71 @@ def test_local_lassim_of_a_band_smaller_than_a_region_is_the_score(brains):
     local = local_lassim(noisy, small, 2)
     expected = [lassim(noisy[i, 0], small[i, 0], level=2) for i in range(2)]
     np.testing.assert_allclose(local, expected, rtol=1e-6)
+
+
+def test_allowed_flagged_slices_follow_the_binomial_tail():
+    from scipy import stats
+
+    thresholds = StructureThresholds(slice_false_alarm=0.05)
+    assert thresholds.allowed_flagged(1) == 0  # one image: its one slice decides
+    for n in (2, 4, 10, 59, 104, 400):
+        k = thresholds.allowed_flagged(n)
+        assert stats.binom.sf(k, n, 0.05) <= 0.05 + 1e-9 < stats.binom.sf(k - 1, n, 0.05) + (k == 0), n
+    assert StructureThresholds().allowed_flagged(104) == 0  # no rate stored: any flagged slice counts
+    assert StructureThresholds(slice_false_alarm=0.05).allowed_flagged(10_000) > 450  # no overflow
+
+
+def test_a_volume_is_lost_by_too_many_flagged_slices_or_one_severe_one(brains):
+    volume = np.concatenate([brains] * 3)  # 12 slices: a good enhancement may show 2 flagged at 5%
+    mild = volume.copy()
+    mild[[3, 8]] = ndimage.gaussian_filter(volume[[3, 8]], (0, 0, 0.7, 0.7))
+    levels = {1: 0.99, 2: 0.99, 3: 0.99}
+    counted = StructureThresholds(levels, slice_false_alarm=0.05)
+    assert counted.allowed_flagged(12) == 2
+    verdict = check_structure(volume, mild, counted)
+    assert verdict.kept and verdict.flagged_slices == [3, 8], verdict.reasons
+    assert "2 slices below the per-slice thresholds" in verdict.summary() and "3, 8" in verdict.summary()
+    assert not check_structure(volume, mild, StructureThresholds(levels)).kept  # no rate: one slice loses
+    worse = volume.copy()
+    worse[[1, 3, 8]] = ndimage.gaussian_filter(volume[[1, 3, 8]], (0, 0, 0.7, 0.7))
+    counted_out = check_structure(volume, worse, counted)
+    assert not counted_out.kept and counted_out.reasons[0].startswith("3 of 12 slices below the per-slice")
+    moved = volume.copy()
+    moved[5, 0] = ndimage.shift(volume[5, 0], (6, -5), order=1)
+    severe = StructureThresholds({1: 0.3, 2: 0.3, 3: 0.3}, slice_false_alarm=0.05, severe_lassim={1: 0.8})
+    alone = check_structure(volume, moved, severe)
+    assert not alone.kept and alone.flagged_slices == [5] and "severe" in alone.reasons[0], alone.reasons
+    assert "severe" in alone.summary()
+
+
+def test_the_worst_region_flags_a_blob_the_slice_scores_pass(brains):
+    image = brains[:1]
+    blob = image.copy()
+    h, w = image.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    inside = (yy - h // 2) ** 2 + (xx - w // 2) ** 2 < 8**2
+    blob[0, 0][inside] = ndimage.gaussian_filter(image[0, 0], 1)[inside] * 0.1
+    slice_only = StructureThresholds({1: 0.8, 2: 0.8, 3: 0.8})
+    assert check_structure(image, blob, slice_only).kept
+    regional = StructureThresholds({1: 0.8, 2: 0.8, 3: 0.8}, min_local_lassim=0.7)
+    verdict = check_structure(image, blob, regional)
+    assert not verdict.kept and "a region's LaSSIM" in verdict.reasons[0] and verdict.local[0] < 0.7
+    assert check_structure(image, image, regional).kept
+    metadata = json.loads(
+        json.dumps(
+            {
+                "structure_thresholds": StructureThresholds(
+                    levels := {1: 0.9, 2: 0.8, 3: 0.7},
+                    min_local_lassim=0.5,
+                    slice_false_alarm=0.05,
+                    severe_lassim={1: 0.6, 2: 0.5, 3: 0.4},
+                    severe_local_lassim=0.1,
+                ).as_dict()
+            }
+        )
+    )
+    back = StructureThresholds.from_metadata(metadata)
+    assert back.min_lassim == levels and back.min_local_lassim == 0.5 and back.severe_local_lassim == 0.1
+    assert back.severe_lassim == {1: 0.6, 2: 0.5, 3: 0.4} and back.slice_false_alarm == 0.05
+    with pytest.raises(ValueError, match="slice_false_alarm"):
+        StructureThresholds.from_metadata({"structure_thresholds": {"slice_false_alarm": 1.5}})
