@@ -18,6 +18,16 @@ def brains() -> np.ndarray:
     return mni_slices(4, 2).astype(np.float64)[:, None]  # (4, 1, H, W), H and W above 90
 
 
+def blob_of(image: np.ndarray) -> np.ndarray:
+    """``image`` (one slice) with a dark blob of radius 8 in its middle, where tissue was."""
+    blob = image.copy()
+    h, w = image.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    inside = (yy - h // 2) ** 2 + (xx - w // 2) ** 2 < 8**2
+    blob[0, 0][inside] = ndimage.gaussian_filter(image[0, 0], 1)[inside] * 0.1
+    return blob
+
+
 def test_identity_and_a_mild_change_keep_structure(brains):
     same = check_structure(brains, brains)
     assert same.kept and same.reasons == []
@@ -112,12 +122,7 @@ def test_thresholds_by_input_noise_hold_clean_slices_to_more(brains):
 def test_local_lassim_finds_a_blob_the_slice_score_averages_away(brains):
     """A dark blob over one region (a ventricle grown into tissue) barely moves the slice's LaSSIM,
     while the worst region's score drops; identity scores 1 everywhere."""
-    image = brains[:1]
-    blob = image.copy()
-    h, w = image.shape[-2:]
-    yy, xx = np.mgrid[:h, :w]
-    inside = (yy - h // 2) ** 2 + (xx - w // 2) ** 2 < 8**2
-    blob[0, 0][inside] = ndimage.gaussian_filter(image[0, 0], 1)[inside] * 0.1
+    image, blob = brains[:1], blob_of(brains[:1])
     for level in (1, 2):
         same = local_lassim(image, image, level)
         assert same.shape == (1,) and same[0] == pytest.approx(1.0)
@@ -171,12 +176,7 @@ def test_a_volume_is_lost_by_too_many_flagged_slices_or_one_severe_one(brains):
 
 
 def test_the_worst_region_flags_a_blob_the_slice_scores_pass(brains):
-    image = brains[:1]
-    blob = image.copy()
-    h, w = image.shape[-2:]
-    yy, xx = np.mgrid[:h, :w]
-    inside = (yy - h // 2) ** 2 + (xx - w // 2) ** 2 < 8**2
-    blob[0, 0][inside] = ndimage.gaussian_filter(image[0, 0], 1)[inside] * 0.1
+    image, blob = brains[:1], blob_of(brains[:1])
     slice_only = StructureThresholds({1: 0.8, 2: 0.8, 3: 0.8})
     assert check_structure(image, blob, slice_only).kept
     regional = StructureThresholds({1: 0.8, 2: 0.8, 3: 0.8}, min_local_lassim=0.7)
