@@ -51,7 +51,9 @@ def test_demo_command_writes_valid_outputs(tmp_path, capsys):
     assert report["slices"] > 10 and set(report["metrics"]) == {"degraded input", "enhanced"}
     assert report["output"] == str(out / "enhanced" / "anatomical_degraded_enhanced.nii.gz")
     with open(out / "enhanced" / "enhancement_cases.csv", newline="") as f:
-        assert [row["output"] for row in csv.DictReader(f)] == [str(out.absolute() / "enhanced" / enhanced_name)]
+        rows = list(csv.DictReader(f))
+    assert [row["output"] for row in rows] == [str(out.absolute() / "enhanced" / enhanced_name)]
+    assert rows[0]["structure"].startswith("structure "), rows[0]["structure"]  # the guard's verdict
     assert "| enhanced |" in (out / "report.md").read_text()
     assert "SSIM to clean" in capsys.readouterr().out
     # A second run into the same folder is refused before any work; nothing is rewritten.
@@ -61,6 +63,17 @@ def test_demo_command_writes_valid_outputs(tmp_path, capsys):
     assert err.startswith(f"error: {out}: already holds demo_figure.png, enhanced, input ...; ")
     assert "--overwrite" not in err  # the demo has no such option
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (bundle_path() / "models" / "model.pt").exists(), reason="no shipped weights")
+def test_the_shipped_guard_keeps_the_default_demo_with_no_slice_flagged(tmp_path):
+    """The shipped weights and thresholds agree: the README's demo (a held-out subject the model
+    improves on every slice) is no false alarm, not even on one slice."""
+    assert main([str(tmp_path / "demo")]) == 0
+    with open(tmp_path / "demo" / "enhanced" / "enhancement_cases.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["structure"].startswith("structure kept (") and "below the per-slice" not in row["structure"], row
 
 
 @pytest.mark.parametrize("device", ["bogus", "cpu') if print('INJECTED-CODE-RAN') is None else torch.device('cpu"])
