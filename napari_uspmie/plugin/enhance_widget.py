@@ -134,6 +134,11 @@ class EnhanceWidget(Container):
         self._run = PushButton(name="enhance_button", text="Enhance")
         self._cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
         self._status = Label(name="status", label="", value="")
+        from qtpy.QtWidgets import QSizePolicy  # Qt only once a widget is built
+
+        # a verdict naming slices wraps to the dock's width instead of widening it
+        self._status.native.setWordWrap(True)
+        self._status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.extend(
             [
                 self._image,
