@@ -164,7 +164,8 @@ class TrainingCheckpointSaver:
 class ResumeFromCheckpoint:
     """Continue training from a checkpoint: epoch count, networks, optimizers, schedulers, image pools.
 
-    Pools are restored when the checkpoint holds them (older checkpoints resume with empty pools).
+    Pools are restored when the checkpoint holds them (older checkpoints resume with empty pools), and
+    so are objects marked ``optional_in_checkpoint`` (a weight average).
 
     Args:
         ckpt_dir: folder searched for the newest ``checkpoint_epoch=N.pt``.
@@ -214,9 +215,15 @@ class ResumeFromCheckpoint:
             logger.warning("resuming from %s, the newest checkpoint that loads", path)
         logger.info("resuming from %s", path)
         pools = {key: pool for key, pool in engine_pools(engine).items() if key in saved_keys}
+        # objects added to training after the checkpoint was written (a weight average) start afresh
+        load_dict = {
+            key: obj
+            for key, obj in self.load_dict.items()
+            if key in saved_keys or not getattr(obj, "optional_in_checkpoint", False)
+        }
         # Load on CPU; load_state_dict then copies to wherever the networks live.
         CheckpointLoader(
-            load_path=str(path), load_dict={**self.load_dict, **pools, self.trainer_key: engine}, map_location="cpu"
+            load_path=str(path), load_dict={**load_dict, **pools, self.trainer_key: engine}, map_location="cpu"
         ).attach(engine)
 
 
@@ -239,6 +246,8 @@ class GeneratorExporter:
         network_kwargs: its constructor kwargs.
         interval: epochs between exports.
         filename: state-dict file name.
+        average: a :class:`~napari_uspmie.training.weight_average.GeneratorAverage` of ``network``:
+            attached with this handler (updated every iteration) and what is exported when it averages.
     """
 
     def __init__(
@@ -248,20 +257,25 @@ class GeneratorExporter:
         network_kwargs: Mapping[str, Any],
         interval: int = 1,
         filename: str = "model.pt",
+        average: Any = None,
     ) -> None:
         self.save_dir = Path(save_dir)
         self.network = network
         self.network_kwargs = dict(network_kwargs)
         self.interval = max(1, int(interval))
         self.filename = filename
+        self.average = average
 
     def attach(self, engine: Engine) -> None:
+        if self.average is not None:
+            self.average.attach(engine)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> Path:
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in unwrap(self.network).state_dict().items()}
+        exported = self.network if self.average is None else self.average.exported
+        state = {k: v.detach().cpu() for k, v in unwrap(exported).state_dict().items()}
         model_path = self.save_dir / self.filename
         _atomic_save(lambda p: torch.save(state, p), model_path)
         config = json.dumps(self.network_kwargs, indent=2) + "\n"

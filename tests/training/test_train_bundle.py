@@ -58,7 +58,9 @@ def test_cli_trains_two_epochs_and_writes_everything(first_run):
     assert set(ckpt) == {
         "generator_ab", "generator_ba", "discriminator_a", "discriminator_b", "optimizer_g", "optimizer_d",
         "lr_scheduler_g", "lr_scheduler_d", "trainer", "network_def_kwargs", "image_pool_a", "image_pool_b",
+        "generator_average",
     }  # fmt: skip
+    assert ckpt["generator_average"] == {"updates": 0}  # the paper's training: no average, the trained generator out
     assert len(ckpt["image_pool_a"]["images"]) == len(ckpt["image_pool_b"]["images"]) == 2 * 5  # every fake so far
     assert ckpt["trainer"]["iteration"] == 2 * 5 and ckpt["network_def_kwargs"] == {
         **TINY_GENERATOR,
@@ -87,6 +89,7 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
         str(bundle / "configs" / "train.json"), elsewhere, offline_env(tmp),
         "--dataset_dir", str(tmp / "data"), "--ckpt_dir", str(tmp / "ckpt"), "--resume", "True",
         "--n_epochs", "2", "--n_epochs_decay", "1", "--perceptual_loss", "lassim", "--pool_size", "20",
+        "--generator_average", "0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     epochs = set(re.findall(r"Epoch: (\d+)/3", result.stdout + result.stderr))
@@ -97,6 +100,13 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     adam_steps = {int(s["step"]) for s in ckpt["optimizer_g"]["state"].values()}
     assert adam_steps == {iterations}  # optimizer state continued too
     assert len(ckpt["image_pool_b"]["images"]) == 3 * 5  # the pools were restored, not restarted empty
+    # averaging switched on at the resume: it started from the resumed generator and ran 5 iterations;
+    # the export is the average, not the last iteration's generator
+    assert ckpt["generator_average"]["updates"] == 5
+    exported = torch.load(tmp / "ckpt" / "model.pt", weights_only=True)
+    average, trained = ckpt["generator_average"]["average"], ckpt["generator_ab"]
+    assert all(torch.equal(exported[k], average[k]) for k in trained)
+    assert any(not torch.equal(exported[k], trained[k]) for k in trained)
     # logs and samples went to the run folder of the working directory, never into the bundle.
     assert list((elsewhere / "runs" / "train" / "logs" / "samples").glob("epoch_0003_*.png"))
     assert not (bundle / "runs").exists() and not (bundle / "models").exists()

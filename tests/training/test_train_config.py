@@ -94,7 +94,8 @@ def test_train_config_builds_shared_pieces_once(tmp_path, config_workflow):
     saver = next(h for h in handlers if isinstance(h, TrainingCheckpointSaver))
     resume = next(h for h in handlers if isinstance(h, ResumeFromCheckpoint))
     assert set(resume.load_dict) == {"generator_ab", "generator_ba", "discriminator_a", "discriminator_b",
-                                     "optimizer_g", "optimizer_d", "lr_scheduler_g", "lr_scheduler_d"}  # fmt: skip
+                                     "optimizer_g", "optimizer_d", "lr_scheduler_g", "lr_scheduler_d",
+                                     "generator_average"}  # fmt: skip
     assert all(saver.save_dict[key] is value for key, value in resume.load_dict.items())
     assert resume.load_dict["generator_ab"] is parser.get_parsed_content("network")
     # one process: rank 0, every handler is there, the rank-0-only ones included
@@ -102,6 +103,9 @@ def test_train_config_builds_shared_pieces_once(tmp_path, config_workflow):
         "ResumeFromCheckpoint", "LrScheduleHandler", "LrScheduleHandler", "ValidationHandler",
         "StatsHandler", "TensorBoardStatsHandler", "TrainingCheckpointSaver", "GeneratorExporter",
     ]  # fmt: skip
+    exporter = handlers[-1]
+    assert resume.load_dict["generator_average"] is exporter.average  # the average exported is the one saved
+    assert exporter.average.exported is resume.load_dict["generator_ab"]  # off by default: the trained generator
     assert [type(h).__name__ for h in parser.get_parsed_content("validate#handlers")] == [
         "StatsHandler", "TensorBoardStatsHandler", "TriptychSaver",
     ]  # fmt: skip
