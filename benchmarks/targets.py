@@ -62,7 +62,7 @@ def _enhance_rows(data: dict) -> list[str]:
     for r in data["rows"]:
         if "bf16_s" not in r or "matmul_gflops_bf16" not in data:
             continue
-        case = f"{r['model']}: {r['case']} (mean diff {r['bf16_diff_mean']:.0e})"
+        case = f"{r['model']}: {r['case']} (mean diff {r['bf16_diff_mean']:.0e}){_family(data)}"
         what = "opt-in bfloat16: speedup over eager fp32 (compiled)"
         rows.append(target_row(what, case, r["eager_s"] / r["bf16_s"], "x", 1.5))
         fraction = 100 * r["gflop"] / r["bf16_s"] / data["matmul_gflops_bf16"]

@@ -23,6 +23,7 @@ from napari_uspmie.errors import CheckpointError
 from napari_uspmie.io.atomic import staged_output
 from napari_uspmie.io.heatmap import heatmap_rgb
 from napari_uspmie.training.trainer import unwrap
+from napari_uspmie.training.weight_average import GeneratorAverage
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -257,7 +258,7 @@ class GeneratorExporter:
         network_kwargs: Mapping[str, Any],
         interval: int = 1,
         filename: str = "model.pt",
-        average: Any = None,
+        average: GeneratorAverage | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
         self.network = network

@@ -65,6 +65,7 @@ class GeneratorAverage:
         return self.network if self.average is None else self.average
 
     def attach(self, engine: Engine) -> None:
+        """Update the average after every iteration of ``engine`` (nothing when averaging is off)."""
         if self.average is None:
             return
         # after a resume handler attached earlier has loaded the checkpoint
@@ -73,8 +74,11 @@ class GeneratorAverage:
 
     def start(self, engine: Engine | None = None) -> None:
         """Start the average from the network's weights unless a checkpoint gave one."""
-        if self.average is not None and self.updates == 0:
-            self.average.load_state_dict(unwrap(self.network).state_dict())
+        if self.average is None or self.updates:
+            return
+        if engine is not None and engine.state.iteration > 0:
+            logger.warning("the resumed checkpoint holds no weight average; it starts from the resumed generator.")
+        self.average.load_state_dict(unwrap(self.network).state_dict())
 
     @torch.no_grad()
     def update(self, engine: Engine | None = None) -> None:
@@ -90,15 +94,16 @@ class GeneratorAverage:
             mean.copy_(value)
 
     def state_dict(self) -> dict[str, Any]:
+        """``updates`` and, when averaging, the average's weights (``average``)."""
         if self.average is None:
             return {"updates": 0}
         return {"updates": self.updates, "average": self.average.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a saved average; a state without one (averaging was off) leaves it to :meth:`start`."""
         if self.average is None:
             return
         if "average" not in state:
-            logger.warning("the checkpoint holds no weight average; it starts from the resumed generator.")
             self.updates = 0
             return
         self.average.load_state_dict(state["average"])

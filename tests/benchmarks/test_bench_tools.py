@@ -120,6 +120,11 @@ def test_targets_table_marks_met_and_missed(tmp_path: Path):
     default = [line for line in targets_table(tmp_path) if "per-slice" in line]
     assert len(default) == 1 and "1.20x | >= 1.5x | **no** |" in default[0] and "AMD AVX2" in default[0]
     assert sum("bfloat16" in line for line in targets_table(tmp_path)) == 2  # the first page's only
+    # a second family's bfloat16 rows are told apart from the first's by the family
+    (tmp_path / "benchmarks_enhance_amd_avx_512.json").write_text(json.dumps({**enhance, "cpu_family": "AMD AVX-512"}))
+    bf16 = [line for line in targets_table(tmp_path) if "bfloat16" in line]
+    assert len(bf16) == 4 and len({tuple(line.split(" | ")[:2]) for line in bf16}) == 4  # no label twice
+    assert sum("AMD AVX-512" in line for line in bf16) == 2
     # a second CPU family's page adds its own rows, named by the family
     (tmp_path / "benchmarks_lassim_amd_avx2.json").write_text(json.dumps({**lassim, "cpu_family": "AMD AVX2"}))
     family = [line for line in targets_table(tmp_path) if "AMD AVX2" in line and "LaSSIM" in line]

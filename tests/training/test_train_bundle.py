@@ -100,8 +100,8 @@ def test_cli_resumes_from_another_cwd_with_a_copied_bundle(first_run):
     adam_steps = {int(s["step"]) for s in ckpt["optimizer_g"]["state"].values()}
     assert adam_steps == {iterations}  # optimizer state continued too
     assert len(ckpt["image_pool_b"]["images"]) == 3 * 5  # the pools were restored, not restarted empty
-    # averaging switched on at the resume: it started from the resumed generator and ran 5 iterations;
-    # the export is the average, not the last iteration's generator
+    # averaging switched on at the resume ran for the resumed run's 5 iterations; the export is the
+    # average, not the last iteration's generator
     assert ckpt["generator_average"]["updates"] == 5
     exported = torch.load(tmp / "ckpt" / "model.pt", weights_only=True)
     average, trained = ckpt["generator_average"]["average"], ckpt["generator_ab"]

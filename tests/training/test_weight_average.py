@@ -47,7 +47,7 @@ def test_average_moves_towards_the_weights_by_its_warmed_up_decay():
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(2.0)
-    decay = 0.8
+    decay = 0.2  # below the warm-up's (1 + n) / (10 + n) from the second update: both limits are exercised
     average = GeneratorAverage(net, decay)
     engine = _setting_engine(net, -1.0)
     average.attach(engine)
