@@ -73,15 +73,19 @@ def test_demo_command_writes_valid_outputs(tmp_path, capsys):
 @pytest.mark.skipif(not (bundle_path() / "models" / "model.pt").exists(), reason="no shipped weights")
 def test_the_shipped_guard_keeps_the_default_demo_and_names_only_slices_that_improved(tmp_path):
     """The shipped weights and thresholds agree: the README's demo (a held-out subject the model
-    brings closer to the clean scan) is kept, and every slice the guard names as below its per-slice
-    thresholds is one whose structure the clean truth says improved (a false alarm of the 5% the
-    volume verdict allows for), not a loss the verdict hides."""
+    brings closer to the clean scan, as its report must show) is kept, and every slice the guard
+    names as below its per-slice thresholds is one whose structure the clean truth says improved
+    (a false alarm of the 5% the volume verdict allows for), not a loss the verdict hides."""
     assert main([str(tmp_path / "demo")]) == 0
     demo = tmp_path / "demo"
     with open(demo / "enhanced" / "enhancement_cases.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     summary = row["structure"]
     assert summary.startswith("structure kept ("), row
+    assert ", ..." not in summary, summary  # every slice the guard names is checked below
+    report = json.loads((demo / "report.json").read_text())
+    enhanced = report["metrics"]["enhanced"]
+    assert enhanced["lassim_out_clean"] > enhanced["lassim_in_clean"] and report["ssim_improved_fraction"] >= 0.8
     named = [int(i) for i in re.findall(r"\d+", summary.partition("may show:")[2])]
     volumes = {
         name: read_image(next((demo / folder).glob("*.nii.gz")))[0].astype(np.float64)
