@@ -84,8 +84,8 @@ def test_the_shipped_guard_keeps_the_default_demo_and_names_only_slices_that_imp
     assert summary.startswith("structure kept ("), row
     assert ", ..." not in summary, summary  # every slice the guard names is checked below
     report = json.loads((demo / "report.json").read_text())
-    enhanced = report["metrics"]["enhanced"]
-    assert enhanced["lassim_out_clean"] > enhanced["lassim_in_clean"] and report["ssim_improved_fraction"] >= 0.8
+    means = report["metrics"]["enhanced"]
+    assert means["lassim_out_clean"] > means["lassim_in_clean"] and report["ssim_improved_fraction"] >= 0.8
     named = [int(i) for i in re.findall(r"\d+", summary.partition("may show:")[2])]
     volumes = {
         name: read_image(next((demo / folder).glob("*.nii.gz")))[0].astype(np.float64)
